@@ -1,0 +1,455 @@
+// Package driver implements Docker's volume.Driver for stowage: it validates
+// requests, serialises calls per volume, keeps the durable mount ledger and
+// orchestrates the backends. It never asks which backend a volume uses; it
+// asks the backend.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+
+	"github.com/stowage/stowage/internal/backend"
+	"github.com/stowage/stowage/internal/store"
+)
+
+var _ volume.Driver = (*Driver)(nil)
+
+// Deadlines for backend work, inside dockerd's own (2 min for Create and
+// Mount, 1 min for the rest), so we answer before Docker gives up.
+const (
+	createTimeout = 100 * time.Second
+	mountTimeout  = 100 * time.Second
+	otherTimeout  = 50 * time.Second
+)
+
+// Config is what a Driver is built from.
+type Config struct {
+	Store *store.Store
+	// Backends are the enabled, provisioned backends by ID.
+	Backends       map[string]backend.Instance
+	DefaultBackend string
+	// Scope is what Capabilities reports: "local" or "global".
+	Scope string
+	// BootID identifies this kernel boot; ledger entries of another boot
+	// cannot be backed by a live mount.
+	BootID string
+	Log    logrus.FieldLogger
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+}
+
+// Driver is stowage's volume driver.
+type Driver struct {
+	cfg   Config
+	locks *keyedMutex
+	log   logrus.FieldLogger
+}
+
+// New checks cfg and returns a Driver.
+func New(cfg Config) (*Driver, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("driver: no store")
+	}
+	if _, ok := cfg.Backends[cfg.DefaultBackend]; !ok {
+		return nil, fmt.Errorf("default backend %q is not enabled; enabled: %s", cfg.DefaultBackend, strings.Join(enabledIDs(cfg.Backends), ", "))
+	}
+	if cfg.Scope == "" {
+		cfg.Scope = "local"
+	}
+	if cfg.Scope != "local" && cfg.Scope != "global" {
+		return nil, fmt.Errorf("scope %q is invalid: use local or global", cfg.Scope)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		l := logrus.New()
+		l.Out = os.Stderr
+		cfg.Log = l
+	}
+	if cfg.BootID == "" {
+		id, err := ReadBootID()
+		if err != nil {
+			return nil, err
+		}
+		cfg.BootID = id
+	}
+	return &Driver{cfg: cfg, locks: newKeyedMutex(), log: cfg.Log}, nil
+}
+
+// ReadBootID returns the kernel's boot ID.
+func ReadBootID() (string, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", fmt.Errorf("reading the kernel boot ID: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func enabledIDs(m map[string]backend.Instance) []string {
+	ids := make([]string, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// volErr prefixes an error with the volume it concerns: the error text is
+// all a Docker user sees.
+func volErr(name string, format string, a ...interface{}) error {
+	return fmt.Errorf("volume %q: "+format, append([]interface{}{name}, a...)...)
+}
+
+func (d *Driver) instance(vol *store.Volume) (backend.Instance, error) {
+	inst, ok := d.cfg.Backends[vol.Backend]
+	if !ok {
+		return inst, volErr(vol.Name, "its backend %q is not enabled in this daemon (enabled: %s); restart stowage with it enabled", vol.Backend, strings.Join(enabledIDs(d.cfg.Backends), ", "))
+	}
+	return inst, nil
+}
+
+func (d *Driver) load(name string) (*store.Volume, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	vol, err := d.cfg.Store.Get(name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, volErr(name, "no such volume")
+	}
+	if err != nil {
+		return nil, volErr(name, "reading its record: %v", err)
+	}
+	return vol, nil
+}
+
+// Create validates everything, makes the storage, then commits the record.
+// A failure at any step leaves neither record nor storage behind.
+func (d *Driver) Create(req *volume.CreateRequest) error {
+	name := req.Name
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	id := req.Options[backend.KeyBackend]
+	if id == "" {
+		id = d.cfg.DefaultBackend
+	}
+	inst, ok := d.cfg.Backends[id]
+	if !ok {
+		return volErr(name, "backend %q is not enabled; enabled backends: %s", id, strings.Join(enabledIDs(d.cfg.Backends), ", "))
+	}
+	opts, err := inst.Parse(req.Options)
+	if err != nil {
+		return volErr(name, "%v; nothing was created", err)
+	}
+	if err := inst.Validate(opts); err != nil {
+		return volErr(name, "%v; nothing was created", err)
+	}
+
+	unlock := d.locks.Lock(name)
+	defer unlock()
+	existing, err := d.cfg.Store.Get(name)
+	switch {
+	case err == nil:
+		// Docker only creates after Get said no, but a retried or raced
+		// Create with the same request must not fail.
+		if existing.Backend == id && equalOptions(existing.Options, opts) {
+			return nil
+		}
+		return volErr(name, "already exists with backend %q and options %s; remove it first or choose another name", existing.Backend, formatOptions(existing.Options))
+	case !errors.Is(err, store.ErrNotFound):
+		return volErr(name, "reading its record: %v", err)
+	}
+
+	vol := &store.Volume{Name: name, Backend: id, Options: opts, CreatedAt: d.cfg.Now().UTC().Truncate(time.Second)}
+	ctx, cancel := context.WithTimeout(context.Background(), createTimeout)
+	defer cancel()
+	if err := inst.Create(ctx, vol, opts); err != nil {
+		return volErr(name, "%v", err)
+	}
+	if err := d.cfg.Store.Create(vol); err != nil {
+		// Storage exists but no record: undo it, or say where it is.
+		if rerr := inst.Remove(ctx, vol); rerr != nil {
+			d.log.WithFields(logrus.Fields{"op": "Create", "volume": name, "error": rerr}).Error("rollback failed; its storage is kept and reconcile will report it")
+			return volErr(name, "recording it failed (%v) and removing its new storage failed too (%v); nothing is recorded", err, rerr)
+		}
+		return volErr(name, "recording it failed: %v; nothing was created", err)
+	}
+	return nil
+}
+
+// Remove deletes a volume that no mount holds: its storage first, then the
+// record, so a failure keeps the volume visible.
+func (d *Driver) Remove(req *volume.RemoveRequest) error {
+	unlock := d.locks.Lock(req.Name)
+	defer unlock()
+	vol, err := d.load(req.Name)
+	if err != nil {
+		return err
+	}
+	if n := vol.ActiveMounts(); n > 0 {
+		return volErr(vol.Name, "is in use: %s; stop the containers using it first%s", d.describeMounts(vol), d.staleHint(vol))
+	}
+	inst, err := d.instance(vol)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), otherTimeout)
+	defer cancel()
+	if err := inst.Remove(ctx, vol); err != nil {
+		return volErr(vol.Name, "removing its data failed: %v; the volume is kept", err)
+	}
+	if err := d.cfg.Store.Delete(vol.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return volErr(vol.Name, "its data was removed but deleting its record failed: %v; remove it again", err)
+	}
+	return nil
+}
+
+// Mount counts one more mount under req.ID, bringing the storage up first if
+// no live mount holds it.
+func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) {
+	if err := ValidateMountID(req.ID); err != nil {
+		return nil, volErr(req.Name, "%v", err)
+	}
+	unlock := d.locks.Lock(req.Name)
+	defer unlock()
+	vol, err := d.load(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	inst, err := d.instance(vol)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), mountTimeout)
+	defer cancel()
+	first := d.liveMounts(vol) == 0
+	if first {
+		if err := inst.Activate(ctx, vol); err != nil {
+			return nil, volErr(vol.Name, "cannot mount: %v", err)
+		}
+	}
+	now := d.cfg.Now().UTC()
+	_, err = d.cfg.Store.Update(vol.Name, func(v *store.Volume) error {
+		if v.Mounts == nil {
+			v.Mounts = map[string]store.Mount{}
+		}
+		m := v.Mounts[req.ID]
+		if m.Boot != d.cfg.BootID {
+			// An entry of an earlier boot is dead: Docker is mounting
+			// this ID afresh.
+			m = store.Mount{Boot: d.cfg.BootID, Since: now}
+		}
+		m.Count++
+		v.Mounts[req.ID] = m
+		return nil
+	})
+	if err != nil {
+		if first {
+			if derr := inst.Deactivate(ctx, vol); derr != nil {
+				d.log.WithFields(logrus.Fields{"op": "Mount", "volume": vol.Name, "error": derr}).Warn("bringing storage down after a failed ledger commit failed")
+			}
+		}
+		return nil, volErr(vol.Name, "recording the mount failed: %v", err)
+	}
+	return &volume.MountResponse{Mountpoint: inst.Mountpoint(vol)}, nil
+}
+
+// Unmount counts one mount under req.ID less and brings the storage down
+// when no live mount is left. Docker never replays mounts after a plugin
+// restart, so an unknown ID or volume is accepted with a warning.
+func (d *Driver) Unmount(req *volume.UnmountRequest) error {
+	log := d.log.WithFields(logrus.Fields{"op": "Unmount", "volume": req.Name, "mount_id": req.ID})
+	unlock := d.locks.Lock(req.Name)
+	defer unlock()
+	vol, err := d.load(req.Name)
+	if err != nil {
+		log.WithError(err).Warn("unmount of a volume stowage does not know; accepted")
+		return nil
+	}
+	if _, ok := vol.Mounts[req.ID]; !ok {
+		log.Warn("unmount of a mount ID the ledger does not hold (mounted before a restart that lost it?); accepted")
+		return nil
+	}
+	updated, err := d.cfg.Store.Update(vol.Name, func(v *store.Volume) error {
+		m, ok := v.Mounts[req.ID]
+		if !ok {
+			return nil
+		}
+		m.Count--
+		if m.Count <= 0 {
+			delete(v.Mounts, req.ID)
+		} else {
+			v.Mounts[req.ID] = m
+		}
+		return nil
+	})
+	if err != nil {
+		return volErr(vol.Name, "recording the unmount failed: %v", err)
+	}
+	if d.liveMounts(updated) > 0 {
+		return nil
+	}
+	inst, err := d.instance(updated)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), otherTimeout)
+	defer cancel()
+	if err := inst.Deactivate(ctx, updated); err != nil {
+		return volErr(vol.Name, "the unmount is recorded but bringing its storage down failed: %v", err)
+	}
+	return nil
+}
+
+// Path answers from the record alone.
+func (d *Driver) Path(req *volume.PathRequest) (*volume.PathResponse, error) {
+	vol, err := d.load(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	inst, err := d.instance(vol)
+	if err != nil {
+		return nil, err
+	}
+	return &volume.PathResponse{Mountpoint: inst.Mountpoint(vol)}, nil
+}
+
+// Get answers from the record alone. It must not fail for a volume that
+// exists: Docker forgets a volume whose Get fails.
+func (d *Driver) Get(req *volume.GetRequest) (*volume.GetResponse, error) {
+	vol, err := d.load(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	return &volume.GetResponse{Volume: d.describe(vol)}, nil
+}
+
+// List answers from the records alone.
+func (d *Driver) List() (*volume.ListResponse, error) {
+	vols, err := d.cfg.Store.List()
+	if err != nil {
+		return nil, fmt.Errorf("listing volumes: %v", err)
+	}
+	out := make([]*volume.Volume, 0, len(vols))
+	for _, v := range vols {
+		mp := ""
+		if inst, ok := d.cfg.Backends[v.Backend]; ok {
+			mp = inst.Mountpoint(v)
+		}
+		out = append(out, &volume.Volume{Name: v.Name, Mountpoint: mp, CreatedAt: v.CreatedAt.Format(time.RFC3339)})
+	}
+	return &volume.ListResponse{Volumes: out}, nil
+}
+
+// Capabilities is trivial: a managed plugin gets it before nearly every call.
+func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
+	return &volume.CapabilitiesResponse{Capabilities: volume.Capability{Scope: d.cfg.Scope}}
+}
+
+// describe builds Get's answer. A disabled backend must not make Get fail,
+// so the volume is still described, with the problem in its Status.
+func (d *Driver) describe(vol *store.Volume) *volume.Volume {
+	status := map[string]interface{}{
+		"backend": vol.Backend,
+		"options": vol.Options,
+		"mounts":  vol.ActiveMounts(),
+	}
+	if stale := vol.ActiveMounts() - d.liveMounts(vol); stale > 0 {
+		status["stale_mounts"] = stale
+	}
+	out := &volume.Volume{Name: vol.Name, CreatedAt: vol.CreatedAt.Format(time.RFC3339), Status: status}
+	inst, ok := d.cfg.Backends[vol.Backend]
+	if !ok {
+		status["problem"] = fmt.Sprintf("backend %q is not enabled in this daemon", vol.Backend)
+		return out
+	}
+	out.Mountpoint = inst.Mountpoint(vol)
+	if s, ok := inst.Backend.(backend.Statuser); ok {
+		for k, v := range s.Status(vol) {
+			status[k] = v
+		}
+	}
+	if u, ok := inst.Backend.(backend.Usager); ok {
+		if use, err := u.Usage(vol); err == nil {
+			if use.Limit > 0 {
+				status["size_bytes"] = use.Limit
+			}
+			status["used_bytes"] = use.Used
+		}
+	}
+	return out
+}
+
+// liveMounts counts ledger entries of this boot.
+func (d *Driver) liveMounts(vol *store.Volume) int {
+	n := 0
+	for _, m := range vol.Mounts {
+		if m.Boot == d.cfg.BootID {
+			n += m.Count
+		}
+	}
+	return n
+}
+
+func (d *Driver) describeMounts(vol *store.Volume) string {
+	ids := make([]string, 0, len(vol.Mounts))
+	for id := range vol.Mounts {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	short := make([]string, len(ids))
+	for i, id := range ids {
+		if len(id) > 12 {
+			id = id[:12]
+		}
+		short[i] = id
+	}
+	n := vol.ActiveMounts()
+	noun := "mounts hold it"
+	if n == 1 {
+		noun = "mount holds it"
+	}
+	return fmt.Sprintf("%d %s (mount IDs %s)", n, noun, strings.Join(short, ", "))
+}
+
+func (d *Driver) staleHint(vol *store.Volume) string {
+	stale := vol.ActiveMounts() - d.liveMounts(vol)
+	if stale == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d of them date from before the last reboot and no container can still hold them; release them with 'stowage release %s')", stale, vol.Name)
+}
+
+func equalOptions(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}
+
+func formatOptions(o map[string]string) string {
+	keys := make([]string, 0, len(o))
+	for k := range o {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + o[k]
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}

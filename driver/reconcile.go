@@ -1,0 +1,101 @@
+package driver
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/stowage/stowage/internal/store"
+)
+
+// Finding is one inconsistency reconcile found. Nothing is changed for it.
+type Finding struct {
+	Kind    string `json:"kind"`
+	Volume  string `json:"volume"`
+	Backend string `json:"backend,omitempty"`
+	MountID string `json:"mount_id,omitempty"`
+	Detail  string `json:"detail"`
+}
+
+// The kinds of finding.
+const (
+	// FindMissingData: a recorded volume whose storage is gone.
+	FindMissingData = "missing-data"
+	// FindUnrecorded: storage on disk that no record names.
+	FindUnrecorded = "unrecorded-data"
+	// FindStaleMount: a ledger entry from an earlier boot.
+	FindStaleMount = "stale-mount"
+	// FindDisabledBackend: a volume whose backend this daemon lacks.
+	FindDisabledBackend = "disabled-backend"
+	// FindProblem: anything else a backend reports.
+	FindProblem = "problem"
+)
+
+// Report is the outcome of one reconcile.
+type Report struct {
+	Volumes  int       `json:"volumes"`
+	Findings []Finding `json:"findings"`
+}
+
+// Reconcile compares the records with the backends' storage and the ledger
+// with this boot. It only reads and reports: data that looks orphaned may be
+// a user's, and a record is a promise made to Docker. Running it twice gives
+// the same report.
+func (d *Driver) Reconcile(ctx context.Context) (Report, error) {
+	start := time.Now()
+	vols, err := d.cfg.Store.List()
+	if err != nil {
+		return Report{}, fmt.Errorf("reading the state: %w", err)
+	}
+	rep := Report{Volumes: len(vols)}
+	byBackend := map[string][]*store.Volume{}
+	for _, v := range vols {
+		if _, ok := d.cfg.Backends[v.Backend]; !ok {
+			rep.Findings = append(rep.Findings, Finding{Kind: FindDisabledBackend, Volume: v.Name, Backend: v.Backend,
+				Detail: fmt.Sprintf("backend %q is not enabled; the volume is kept and listed but cannot be mounted", v.Backend)})
+		}
+		byBackend[v.Backend] = append(byBackend[v.Backend], v)
+		for id, m := range v.Mounts {
+			if m.Boot != d.cfg.BootID {
+				rep.Findings = append(rep.Findings, Finding{Kind: FindStaleMount, Volume: v.Name, Backend: v.Backend, MountID: id,
+					Detail: fmt.Sprintf("mount counted %d time(s) since %s, before the last reboot; Docker will never unmount it: release it with 'stowage release %s'", m.Count, m.Since.Format(time.RFC3339), v.Name)})
+			}
+		}
+	}
+	for _, id := range enabledIDs(d.cfg.Backends) {
+		inv, err := d.cfg.Backends[id].Inventory(ctx, byBackend[id])
+		if err != nil {
+			rep.Findings = append(rep.Findings, Finding{Kind: FindProblem, Backend: id, Detail: fmt.Sprintf("inventory failed: %v", err)})
+			continue
+		}
+		for _, n := range inv.Missing {
+			rep.Findings = append(rep.Findings, Finding{Kind: FindMissingData, Volume: n, Backend: id,
+				Detail: "the volume is recorded but its data is missing; it is kept and listed, and mounting it fails until the data is restored or the volume removed"})
+		}
+		for _, n := range inv.Unrecorded {
+			rep.Findings = append(rep.Findings, Finding{Kind: FindUnrecorded, Volume: n, Backend: id,
+				Detail: "data on disk that no volume records (left by a crash during create or remove?); it is kept: inspect it and move it away or delete it yourself"})
+		}
+		for _, p := range inv.Problems {
+			rep.Findings = append(rep.Findings, Finding{Kind: FindProblem, Backend: id, Detail: p})
+		}
+	}
+	sort.SliceStable(rep.Findings, func(i, j int) bool {
+		a, b := rep.Findings[i], rep.Findings[j]
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		if a.Volume != b.Volume {
+			return a.Volume < b.Volume
+		}
+		return a.MountID < b.MountID
+	})
+	for _, f := range rep.Findings {
+		d.log.WithFields(logrus.Fields{"op": "reconcile", "kind": f.Kind, "volume": f.Volume, "backend": f.Backend, "mount_id": f.MountID}).Warn(f.Detail)
+	}
+	d.log.WithFields(logrus.Fields{"op": "reconcile", "volumes": rep.Volumes, "findings": len(rep.Findings), "duration": time.Since(start)}).Info("state reconciled")
+	return rep, nil
+}

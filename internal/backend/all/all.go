@@ -1,0 +1,15 @@
+// Package all lists the backend modules built into stowage. Adding a backend
+// is one line here and a package of its own.
+package all
+
+import (
+	"github.com/stowage/stowage/internal/backend"
+	"github.com/stowage/stowage/internal/backend/dir"
+)
+
+// Modules returns every built-in backend module.
+func Modules() []backend.Module {
+	return []backend.Module{
+		dir.Module,
+	}
+}

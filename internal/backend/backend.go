@@ -1,0 +1,253 @@
+// Package backend defines what a storage backend is to stowage: a module,
+// registered under a unique ID with its option schema, that creates, brings
+// up, brings down and removes a volume's storage. The driver counts mounts
+// and orchestrates; a backend acts, and the driver never asks which one it is.
+package backend
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/stowage/stowage/internal/store"
+)
+
+// Volume is what a backend is given about one volume: its record (read-only
+// to the backend except through Private in Create) and the options already
+// validated against the backend's schema.
+type Volume = store.Volume
+
+// Backend is one provisioned storage module.
+type Backend interface {
+	// Validate checks options beyond their schema types (combinations,
+	// daemon limits). It must not touch the disk.
+	Validate(opts Options) error
+	// Create makes the volume's storage. On error it must leave nothing
+	// behind. It may record facts in vol.Private.
+	Create(ctx context.Context, vol *Volume, opts Options) error
+	// Mountpoint is where the volume's data is reachable while active.
+	// It is computed from the record alone: Get and List call it.
+	Mountpoint(vol *Volume) string
+	// Activate brings the storage up for the first mount (mount a
+	// filesystem, check a directory). It must be idempotent: after a crash
+	// it may find the storage already up.
+	Activate(ctx context.Context, vol *Volume) error
+	// Deactivate brings it down after the last unmount; idempotent.
+	Deactivate(ctx context.Context, vol *Volume) error
+	// Remove destroys (or, for adopted storage, forgets) the volume's data.
+	// It must refuse while anything is mounted at or below the data, and
+	// must never delete outside the volume's own place.
+	Remove(ctx context.Context, vol *Volume) error
+	// Inventory reports what the backend finds on disk, for reconcile:
+	// the names it holds storage for, and for each known volume whether
+	// its storage is present. It must not change anything.
+	Inventory(ctx context.Context, known []*Volume) (Inventory, error)
+}
+
+// Inventory is a backend's read-only view of its storage.
+type Inventory struct {
+	// Unrecorded are names with storage on disk but no record.
+	Unrecorded []string
+	// Missing are recorded volumes whose storage is gone.
+	Missing []string
+	// Problems are anything else worth a warning, one line each.
+	Problems []string
+}
+
+// Usager is implemented by backends that can report size and use cheaply
+// (statfs, a quota query): never by walking the tree.
+type Usager interface {
+	Usage(vol *Volume) (Usage, error)
+}
+
+// Usage of one volume, in bytes; zero Limit means none.
+type Usage struct {
+	Limit uint64
+	Used  uint64
+}
+
+// Statuser is implemented by backends that add facts to Get's Status.
+type Statuser interface {
+	Status(vol *Volume) map[string]interface{}
+}
+
+// Env is what the daemon gives a module to provision a backend.
+type Env struct {
+	// Dir is the backend's own directory under the root, created 0700.
+	// Nothing else writes there.
+	Dir string
+	// Root is the daemon's root.
+	Root string
+	Log  logrus.FieldLogger
+	// Settings are daemon-level settings addressed to this backend
+	// (e.g. bind roots), as KEY=VALUE strings from flags.
+	Settings map[string]string
+}
+
+// Module is a backend's registration: its ID, its options and how to
+// provision it.
+type Module struct {
+	ID      string
+	Summary string
+	// Options every volume of this backend accepts, besides "backend".
+	Options []Option
+	// DisabledUnless, if set, names the daemon setting without which the
+	// backend is not enabled (bind needs bind roots).
+	DisabledUnless string
+	New            func(env Env) (Backend, error)
+}
+
+// Registry holds the modules this binary was built with.
+type Registry struct {
+	modules map[string]Module
+	order   []string
+}
+
+// NewRegistry registers modules; a duplicate or malformed one is a
+// programming error and panics at start, not at a user's request.
+func NewRegistry(mods ...Module) *Registry {
+	r := &Registry{modules: map[string]Module{}}
+	for _, m := range mods {
+		if m.ID == "" || m.New == nil {
+			panic(fmt.Sprintf("backend: module %q lacks an ID or constructor", m.ID))
+		}
+		if _, dup := r.modules[m.ID]; dup {
+			panic(fmt.Sprintf("backend: module %q registered twice", m.ID))
+		}
+		seen := map[string]bool{KeyBackend: true}
+		for _, o := range m.Options {
+			if seen[o.Name] {
+				panic(fmt.Sprintf("backend: module %q declares option %q twice (or reuses a reserved name)", m.ID, o.Name))
+			}
+			seen[o.Name] = true
+		}
+		r.modules[m.ID] = m
+		r.order = append(r.order, m.ID)
+	}
+	sort.Strings(r.order)
+	return r
+}
+
+// Modules lists registered modules by ID.
+func (r *Registry) Modules() []Module {
+	out := make([]Module, 0, len(r.order))
+	for _, id := range r.order {
+		out = append(out, r.modules[id])
+	}
+	return out
+}
+
+// Lookup returns the module with that ID.
+func (r *Registry) Lookup(id string) (Module, bool) {
+	m, ok := r.modules[id]
+	return m, ok
+}
+
+// IDs lists module IDs, sorted.
+func (r *Registry) IDs() []string { return append([]string(nil), r.order...) }
+
+// KeyBackend is the option that selects a backend at create.
+const KeyBackend = "backend"
+
+// Options are validated, normalised option values keyed by option name. Only
+// options the user gave, or that have a default, are present.
+type Options map[string]string
+
+// Parse validates user options against m's schema: every key must be
+// declared, every value must parse as its type. It returns the options
+// normalised (defaults filled in) for recording with the volume.
+func (m Module) Parse(raw map[string]string) (Options, error) {
+	out := Options{}
+	var unknown []string
+	for k := range raw {
+		if k == KeyBackend {
+			continue
+		}
+		if m.option(k) == nil {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return nil, fmt.Errorf("unknown option %s for backend %q; valid options are: %s",
+			quoteList(unknown), m.ID, strings.Join(m.OptionNames(), ", "))
+	}
+	for _, o := range m.Options {
+		v, given := raw[o.Name]
+		if !given {
+			if o.Default == "" {
+				continue
+			}
+			v = o.Default
+		}
+		norm, err := o.Type.normalize(v)
+		if err != nil {
+			return nil, fmt.Errorf("option %s=%q: %v", o.Name, v, err)
+		}
+		out[o.Name] = norm
+	}
+	return out, nil
+}
+
+// OptionNames lists the options a volume of m accepts, "backend" included.
+func (m Module) OptionNames() []string {
+	names := []string{KeyBackend}
+	for _, o := range m.Options {
+		names = append(names, o.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (m Module) option(name string) *Option {
+	for i := range m.Options {
+		if m.Options[i].Name == name {
+			return &m.Options[i]
+		}
+	}
+	return nil
+}
+
+func quoteList(s []string) string {
+	q := make([]string, len(s))
+	for i, v := range s {
+		q[i] = fmt.Sprintf("%q", v)
+	}
+	return strings.Join(q, ", ")
+}
+
+// Instance is an enabled, provisioned backend with its module.
+type Instance struct {
+	Module
+	Backend
+}
+
+// Provision creates each enabled backend, giving it root/<id> as its own
+// directory. settings holds daemon settings per backend ID.
+func (r *Registry) Provision(root string, enabled []string, settings map[string]map[string]string, log logrus.FieldLogger) (map[string]Instance, error) {
+	out := map[string]Instance{}
+	for _, id := range enabled {
+		m, ok := r.modules[id]
+		if !ok {
+			return nil, fmt.Errorf("backend %q is not built into stowage; built in: %s", id, strings.Join(r.order, ", "))
+		}
+		if m.DisabledUnless != "" && settings[id][m.DisabledUnless] == "" {
+			return nil, fmt.Errorf("backend %q needs the daemon setting %s", id, m.DisabledUnless)
+		}
+		dir := filepath.Join(root, id)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("backend %q: creating %s: %w", id, dir, err)
+		}
+		b, err := m.New(Env{Dir: dir, Root: root, Log: log.WithField("backend", id), Settings: settings[id]})
+		if err != nil {
+			return nil, fmt.Errorf("backend %q: %w", id, err)
+		}
+		out[id] = Instance{Module: m, Backend: b}
+	}
+	return out, nil
+}

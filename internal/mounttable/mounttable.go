@@ -1,0 +1,59 @@
+// Package mounttable answers questions about the kernel's mount table
+// (/proc/self/mountinfo) for the paths stowage owns.
+package mounttable
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+
+	"github.com/moby/sys/mountinfo"
+)
+
+// Under returns the mount points at or below path, sorted, path cleaned.
+func Under(path string) ([]string, error) {
+	path = filepath.Clean(path)
+	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(path))
+	if err != nil {
+		return nil, fmt.Errorf("reading the mount table: %w", err)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range infos {
+		if !seen[m.Mountpoint] {
+			seen[m.Mountpoint] = true
+			out = append(out, m.Mountpoint)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// IsMountPoint reports whether something is mounted exactly at path.
+func IsMountPoint(path string) (bool, error) {
+	infos, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(filepath.Clean(path)))
+	if err != nil {
+		return false, fmt.Errorf("reading the mount table: %w", err)
+	}
+	return len(infos) > 0, nil
+}
+
+// Snapshot is one read of the mount table, for checking many paths at once
+// (reconcile) without re-reading the table per volume.
+type Snapshot struct{ points map[string]bool }
+
+// Read takes a snapshot of the mount points under prefix.
+func Read(prefix string) (*Snapshot, error) {
+	pts, err := Under(prefix)
+	if err != nil {
+		return nil, err
+	}
+	s := &Snapshot{points: make(map[string]bool, len(pts))}
+	for _, p := range pts {
+		s.points[p] = true
+	}
+	return s, nil
+}
+
+// IsMountPoint reports whether path was a mount point in the snapshot.
+func (s *Snapshot) IsMountPoint(path string) bool { return s.points[filepath.Clean(path)] }

@@ -1,0 +1,129 @@
+// Package safefs removes a volume's directory without ever leaving it:
+// symlinks are unlinked, never followed, and the walk refuses to cross into
+// another mount, whether the kernel's mount table says so beforehand or the
+// directory's mount ID says so during the walk.
+package safefs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stowage/stowage/internal/mounttable"
+)
+
+// ErrMounted means something is mounted at or below the tree.
+var ErrMounted = errors.New("something is mounted in it")
+
+// RemoveTree deletes dir and everything below it. dir must be absolute and
+// clean. It refuses, deleting nothing, when dir is a symlink or anything is
+// mounted at or below it; during the walk it stops at the first directory on
+// another mount. A missing dir is not an error.
+func RemoveTree(dir string) error {
+	if !filepath.IsAbs(dir) || filepath.Clean(dir) != dir || dir == "/" {
+		return fmt.Errorf("refusing to remove %q: not a clean absolute path", dir)
+	}
+	mounts, err := mounttable.Under(dir)
+	if err != nil {
+		return err
+	}
+	if len(mounts) > 0 {
+		return fmt.Errorf("refusing to remove %s: %w (%s); unmount it first", dir, ErrMounted, strings.Join(mounts, ", "))
+	}
+	parent, err := unix.Open(filepath.Dir(dir), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", filepath.Dir(dir), err)
+	}
+	defer unix.Close(parent)
+	base := filepath.Base(dir)
+	fd, err := unix.Openat(parent, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return nil
+	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENOTDIR):
+		return fmt.Errorf("refusing to remove %s: it is not a directory (a symlink?); it was left as it is", dir)
+	case err != nil:
+		return fmt.Errorf("opening %s: %w", dir, err)
+	}
+	mnt, err := mountID(fd)
+	if err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	parentMnt, err := mountID(parent)
+	if err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("%s: %w", filepath.Dir(dir), err)
+	}
+	if mnt != parentMnt {
+		unix.Close(fd)
+		return fmt.Errorf("refusing to remove %s: %w (it is a mount point); unmount it first", dir, ErrMounted)
+	}
+	err = removeContents(fd, dir, mnt)
+	unix.Close(fd)
+	if err != nil {
+		return err
+	}
+	if err := unix.Unlinkat(parent, base, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("removing %s: %w", dir, err)
+	}
+	return nil
+}
+
+func mountID(fd int) (uint64, error) {
+	var st unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &st); err != nil {
+		return 0, fmt.Errorf("statx: %w", err)
+	}
+	if st.Mask&unix.STATX_MNT_ID == 0 {
+		return 0, errors.New("the kernel does not report mount IDs (statx STATX_MNT_ID, Linux 5.8+)")
+	}
+	return st.Mnt_id, nil
+}
+
+// removeContents empties the directory open at fd (path is for messages).
+func removeContents(fd int, path string, mnt uint64) error {
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(dup), path)
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("listing %s: %w", path, err)
+	}
+	for _, name := range names {
+		err := unix.Unlinkat(fd, name, 0)
+		if err == nil || errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("removing %s: %w", filepath.Join(path, name), err)
+		}
+		// A directory: descend without following links, on this mount only.
+		child, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("opening %s: %w", filepath.Join(path, name), err)
+		}
+		cm, err := mountID(child)
+		if err == nil && cm != mnt {
+			err = fmt.Errorf("refusing to descend into %s: %w (another filesystem is mounted there)", filepath.Join(path, name), ErrMounted)
+		}
+		if err == nil {
+			err = removeContents(child, filepath.Join(path, name), mnt)
+		}
+		unix.Close(child)
+		if err != nil {
+			return err
+		}
+		if err := unix.Unlinkat(fd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("removing %s: %w", filepath.Join(path, name), err)
+		}
+	}
+	return nil
+}

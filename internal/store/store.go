@@ -1,0 +1,403 @@
+// Package store keeps stowage's durable state: one bbolt file holding a record
+// per volume, with its mount ledger. It is the only package that touches bbolt.
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// SchemaVersion is the layout of the state file this build reads and writes.
+// Bump it, and teach Open to migrate, whenever a record changes incompatibly.
+const SchemaVersion = 1
+
+// FileName is the state file's name under the daemon's root.
+const FileName = "stowage.db"
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketVolumes = []byte("volumes")
+	keySchema     = []byte("schema")
+)
+
+var (
+	// ErrNotFound means no record exists under that name.
+	ErrNotFound = errors.New("no such volume")
+	// ErrExists means a record exists already under that name.
+	ErrExists = errors.New("volume already exists")
+)
+
+// Volume is the durable record of one volume.
+type Volume struct {
+	Name      string            `json:"name"`
+	Backend   string            `json:"backend"`
+	Options   map[string]string `json:"options,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+	// Mounts is the ledger: Docker's mount ID → how many times it mounted
+	// without unmounting. Docker may repeat an ID, so it is a count, not a set.
+	Mounts map[string]Mount `json:"mounts,omitempty"`
+	// Private holds facts a backend must remember about this volume (a
+	// resolved host path, an image file name), opaque to everyone else.
+	Private map[string]string `json:"private,omitempty"`
+}
+
+// Mount is one ledger entry.
+type Mount struct {
+	Count int `json:"count"`
+	// Boot is the kernel boot ID when the entry was last counted: an entry
+	// from another boot cannot be backed by a live container mount.
+	Boot  string    `json:"boot"`
+	Since time.Time `json:"since"`
+}
+
+// ActiveMounts is the sum of the ledger's counts.
+func (v *Volume) ActiveMounts() int {
+	n := 0
+	for _, m := range v.Mounts {
+		n += m.Count
+	}
+	return n
+}
+
+// Clone returns a deep copy, so callers can change it without touching what
+// another goroutine reads.
+func (v *Volume) Clone() *Volume {
+	c := *v
+	c.Options = cloneMap(v.Options)
+	c.Private = cloneMap(v.Private)
+	if v.Mounts != nil {
+		c.Mounts = make(map[string]Mount, len(v.Mounts))
+		for k, m := range v.Mounts {
+			c.Mounts[k] = m
+		}
+	}
+	return &c
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	c := make(map[string]string, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// Store is an open state file.
+type Store struct {
+	db   *bolt.DB
+	path string
+
+	// Group commit: the first writer commits at once; writers that arrive
+	// while a commit is syncing share the next one. Unlike bbolt's Batch this
+	// adds no delay to a lone writer.
+	mu      sync.Mutex
+	pending []*call
+	leading bool
+
+	// CommitObserver, if set, is told how long each durable commit took.
+	CommitObserver func(time.Duration)
+}
+
+type call struct {
+	fn   func(*bolt.Tx) error
+	done chan error
+}
+
+// Options tune Open.
+type Options struct {
+	// ReadOnly opens the file shared, for inspection; writes fail.
+	ReadOnly bool
+	// LockTimeout bounds the wait for another process's lock on the file.
+	LockTimeout time.Duration
+}
+
+// Open opens (or, if absent and not read-only, creates) the state file at
+// path. It refuses — with an error naming the file and the reason — a file
+// that is corrupt, locked, of another schema version, or not a stowage state
+// file: starting empty over existing volumes would make Docker forget them.
+func Open(path string, o Options) (s *Store, err error) {
+	if o.LockTimeout == 0 {
+		o.LockTimeout = 2 * time.Second
+	}
+	if !o.ReadOnly {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("state file %s: cannot create its directory: %w", path, err)
+		}
+	} else if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("state file %s: %w", path, err)
+	}
+	// bbolt panics on some kinds of damage instead of returning an error.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("state file %s is corrupt (%v); stowage will not start over it: restore it from a backup, or move it aside only if you know no volume is recorded in it", path, r)
+		}
+	}()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout, ReadOnly: o.ReadOnly})
+	if err != nil {
+		switch {
+		case errors.Is(err, berrors.ErrTimeout):
+			return nil, fmt.Errorf("state file %s is locked by another process (is another stowage already running with this root?)", path)
+		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+			return nil, fmt.Errorf("state file %s is corrupt or not a stowage state file (%v); stowage will not start over it: restore it from a backup, or move it aside only if you know no volume is recorded in it", path, err)
+		}
+		return nil, fmt.Errorf("state file %s: cannot open: %w", path, err)
+	}
+	s = &Store{db: db, path: path}
+	if err := s.checkSchema(o.ReadOnly); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.checkIntegrity(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) checkSchema(readOnly bool) error {
+	var found bool
+	var version []byte
+	var other []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			switch {
+			case bytes.Equal(name, bucketMeta):
+				found = true
+				version = append([]byte(nil), b.Get(keySchema)...)
+			case bytes.Equal(name, bucketVolumes):
+			default:
+				other = append(other, string(name))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("state file %s: cannot read: %w", s.path, err)
+	}
+	if len(other) > 0 {
+		return fmt.Errorf("state file %s is not a stowage state file (it holds buckets %q); stowage will not start over it", s.path, other)
+	}
+	if !found {
+		if readOnly {
+			return fmt.Errorf("state file %s has no schema version: it was never initialised by stowage", s.path)
+		}
+		return s.db.Update(func(tx *bolt.Tx) error {
+			if tx.Bucket(bucketVolumes) != nil {
+				return fmt.Errorf("state file %s holds volumes but no schema version; stowage will not guess its format", s.path)
+			}
+			m, err := tx.CreateBucket(bucketMeta)
+			if err != nil {
+				return err
+			}
+			if err := m.Put(keySchema, []byte(fmt.Sprint(SchemaVersion))); err != nil {
+				return err
+			}
+			_, err = tx.CreateBucket(bucketVolumes)
+			return err
+		})
+	}
+	if string(version) != fmt.Sprint(SchemaVersion) {
+		return fmt.Errorf("state file %s has schema version %q; this stowage reads version %d: run the stowage release that wrote it, or a newer one", s.path, version, SchemaVersion)
+	}
+	return nil
+}
+
+// checkIntegrity walks every page and decodes every record once, so damage
+// is found at start rather than as a failing Get later.
+func (s *Store) checkIntegrity() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			return fmt.Errorf("state file %s is corrupt (%v); stowage will not start over it: restore it from a backup", s.path, err)
+		}
+		b := tx.Bucket(bucketVolumes)
+		if b == nil {
+			return fmt.Errorf("state file %s has no volumes bucket; stowage will not start over it", s.path)
+		}
+		return b.ForEach(func(k, v []byte) error {
+			if _, err := decode(k, v); err != nil {
+				return fmt.Errorf("state file %s: %w; stowage will not start over it", s.path, err)
+			}
+			return nil
+		})
+	})
+}
+
+// Path is the state file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the file; pending commits have finished by then.
+func (s *Store) Close() error { return s.db.Close() }
+
+func decode(k, v []byte) (*Volume, error) {
+	var vol Volume
+	if err := json.Unmarshal(v, &vol); err != nil {
+		return nil, fmt.Errorf("record %q is unreadable: %v", k, err)
+	}
+	if vol.Name != string(k) {
+		return nil, fmt.Errorf("record %q names volume %q", k, vol.Name)
+	}
+	return &vol, nil
+}
+
+// Get returns the record for name, or ErrNotFound.
+func (s *Store) Get(name string) (*Volume, error) {
+	var vol *Volume
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketVolumes).Get([]byte(name))
+		if v == nil {
+			return ErrNotFound
+		}
+		var err error
+		vol, err = decode([]byte(name), v)
+		return err
+	})
+	return vol, err
+}
+
+// List returns every record, sorted by name.
+func (s *Store) List() ([]*Volume, error) {
+	var out []*Volume
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketVolumes)
+		out = make([]*Volume, 0, b.Stats().KeyN)
+		return b.ForEach(func(k, v []byte) error {
+			vol, err := decode(k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, vol)
+			return nil
+		})
+	})
+	// bbolt iterates in key order already; keep the promise explicit.
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, err
+}
+
+// Create stores a new record; ErrExists if the name is taken.
+func (s *Store) Create(vol *Volume) error {
+	data, err := json.Marshal(vol)
+	if err != nil {
+		return err
+	}
+	return s.commit(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketVolumes)
+		if b.Get([]byte(vol.Name)) != nil {
+			return ErrExists
+		}
+		return b.Put([]byte(vol.Name), data)
+	})
+}
+
+// Update applies fn to the record for name and stores the result in one
+// transaction. fn may run more than once and must only change vol.
+func (s *Store) Update(name string, fn func(vol *Volume) error) (*Volume, error) {
+	var out *Volume
+	err := s.commit(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketVolumes)
+		raw := b.Get([]byte(name))
+		if raw == nil {
+			return ErrNotFound
+		}
+		vol, err := decode([]byte(name), raw)
+		if err != nil {
+			return err
+		}
+		if err := fn(vol); err != nil {
+			return err
+		}
+		if vol.Name != name {
+			return fmt.Errorf("store: update of %q may not rename it", name)
+		}
+		data, err := json.Marshal(vol)
+		if err != nil {
+			return err
+		}
+		out = vol
+		return b.Put([]byte(name), data)
+	})
+	return out, err
+}
+
+// Delete removes the record for name; ErrNotFound if there is none.
+func (s *Store) Delete(name string) error {
+	return s.commit(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketVolumes)
+		if b.Get([]byte(name)) == nil {
+			return ErrNotFound
+		}
+		return b.Delete([]byte(name))
+	})
+}
+
+// commit runs fn in a durable read-write transaction, grouped with any
+// writers that arrive meanwhile. fn must be safe to run more than once.
+func (s *Store) commit(fn func(*bolt.Tx) error) error {
+	c := &call{fn: fn, done: make(chan error, 1)}
+	s.mu.Lock()
+	s.pending = append(s.pending, c)
+	if s.leading {
+		s.mu.Unlock()
+		return <-c.done
+	}
+	s.leading = true
+	for len(s.pending) > 0 {
+		group := s.pending
+		s.pending = nil
+		s.mu.Unlock()
+		s.run(group)
+		s.mu.Lock()
+	}
+	s.leading = false
+	s.mu.Unlock()
+	return <-c.done
+}
+
+// errMember marks a group transaction aborted by one member's error.
+type errMember struct{ err error }
+
+func (e errMember) Error() string { return e.err.Error() }
+
+func (s *Store) run(group []*call) {
+	start := time.Now()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, c := range group {
+			if err := c.fn(tx); err != nil {
+				return errMember{err}
+			}
+		}
+		return nil
+	})
+	if s.CommitObserver != nil {
+		s.CommitObserver(time.Since(start))
+	}
+	var member errMember
+	if err == nil || (len(group) == 1 && !errors.As(err, &member)) {
+		for _, c := range group {
+			c.done <- err
+		}
+		return
+	}
+	if len(group) == 1 {
+		group[0].done <- member.err
+		return
+	}
+	// One member failed (or the commit did): give each its own transaction
+	// so one caller's error is not another's.
+	for _, c := range group {
+		s.run([]*call{c})
+	}
+}

@@ -1,0 +1,179 @@
+// Package plugin puts a volume.Driver on Docker's plugin transport: the
+// HTTP protocol, the listeners, and a graceful shutdown.
+//
+// It uses go-plugins-helpers' request and response types, but owns the HTTP
+// mux and server: the helpers' server can neither cap request bodies, time
+// out slow clients nor shut down gracefully.
+package plugin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/sdk"
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+)
+
+// MaxBodyBytes caps a request body. Docker's largest request is a Create
+// with its options: a few KiB.
+const MaxBodyBytes = 1 << 20
+
+const manifest = `{"Implements": ["VolumeDriver"]}`
+
+// Observer is told about every request, for metrics.
+type Observer func(op string, err error, d time.Duration)
+
+// HandlerOptions tune NewHandler.
+type HandlerOptions struct {
+	Log      logrus.FieldLogger
+	Observer Observer
+	// Extra routes (operator endpoints) served beside the protocol's.
+	Extra map[string]http.Handler
+}
+
+// NewHandler returns the HTTP handler serving d as Docker expects.
+func NewHandler(d volume.Driver, o HandlerOptions) http.Handler {
+	if o.Log == nil {
+		o.Log = logrus.New()
+	}
+	mux := http.NewServeMux()
+	h := &handler{log: o.Log, observe: o.Observer}
+	mux.HandleFunc("/Plugin.Activate", func(w http.ResponseWriter, r *http.Request) {
+		if !h.post(w, r) {
+			return
+		}
+		w.Header().Set("Content-Type", sdk.DefaultContentTypeV1_1)
+		fmt.Fprintln(w, manifest)
+	})
+	route := func(op string, req func() interface{}, call func(req interface{}) (interface{}, error)) {
+		mux.HandleFunc("/VolumeDriver."+op, func(w http.ResponseWriter, r *http.Request) { h.serve(w, r, op, req, call) })
+	}
+	route("Create", func() interface{} { return &volume.CreateRequest{} }, func(r interface{}) (interface{}, error) {
+		return struct{}{}, d.Create(r.(*volume.CreateRequest))
+	})
+	route("Remove", func() interface{} { return &volume.RemoveRequest{} }, func(r interface{}) (interface{}, error) {
+		return struct{}{}, d.Remove(r.(*volume.RemoveRequest))
+	})
+	route("Mount", func() interface{} { return &volume.MountRequest{} }, func(r interface{}) (interface{}, error) {
+		return d.Mount(r.(*volume.MountRequest))
+	})
+	route("Unmount", func() interface{} { return &volume.UnmountRequest{} }, func(r interface{}) (interface{}, error) {
+		return struct{}{}, d.Unmount(r.(*volume.UnmountRequest))
+	})
+	route("Path", func() interface{} { return &volume.PathRequest{} }, func(r interface{}) (interface{}, error) {
+		return d.Path(r.(*volume.PathRequest))
+	})
+	route("Get", func() interface{} { return &volume.GetRequest{} }, func(r interface{}) (interface{}, error) {
+		return d.Get(r.(*volume.GetRequest))
+	})
+	route("List", nil, func(interface{}) (interface{}, error) { return d.List() })
+	route("Capabilities", nil, func(interface{}) (interface{}, error) { return d.Capabilities(), nil })
+	for path, eh := range o.Extra {
+		mux.Handle(path, eh)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, volume.ErrorResponse{Err: fmt.Sprintf("unknown endpoint %s: this is a Docker volume plugin (VolumeDriver API)", r.URL.Path)})
+	})
+	return mux
+}
+
+type handler struct {
+	log     logrus.FieldLogger
+	observe Observer
+}
+
+func (h *handler) post(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeJSON(w, http.StatusMethodNotAllowed, volume.ErrorResponse{Err: fmt.Sprintf("method %s is not allowed: plugin calls are POST", r.Method)})
+		return false
+	}
+	return true
+}
+
+// serve decodes one call, runs it and writes the answer and one log line.
+func (h *handler) serve(w http.ResponseWriter, r *http.Request, op string, newReq func() interface{}, call func(interface{}) (interface{}, error)) {
+	start := time.Now()
+	fields := logrus.Fields{"op": op}
+	var err error
+	status := http.StatusOK
+	defer func() {
+		d := time.Since(start)
+		fields["duration"] = d
+		fields["status"] = status
+		entry := h.log.WithFields(fields)
+		switch {
+		case err != nil && op == "Get":
+			// Docker asks Get before every create: "no such volume" is routine.
+			entry.WithError(err).Debug("request refused")
+		case err != nil:
+			entry.WithError(err).Warn("request failed")
+		case op == "Get" || op == "List" || op == "Capabilities" || op == "Path":
+			entry.Debug("request")
+		default:
+			entry.Info("request")
+		}
+		if h.observe != nil {
+			h.observe(op, err, d)
+		}
+	}()
+	if !h.post(w, r) {
+		status, err = http.StatusMethodNotAllowed, errors.New("method not allowed")
+		return
+	}
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	var req interface{}
+	if newReq != nil {
+		req = newReq()
+		if err = json.NewDecoder(body).Decode(req); err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				status = http.StatusRequestEntityTooLarge
+				err = fmt.Errorf("request body is larger than %d bytes", MaxBodyBytes)
+			} else {
+				status = http.StatusBadRequest
+				err = fmt.Errorf("request body is not a valid %s request: %v", op, err)
+			}
+			writeJSON(w, status, volume.ErrorResponse{Err: err.Error()})
+			return
+		}
+		addFields(fields, req)
+	}
+	io.Copy(io.Discard, body)
+	res, cerr := call(req)
+	if cerr != nil {
+		err = cerr
+		status = http.StatusInternalServerError
+		writeJSON(w, status, volume.ErrorResponse{Err: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func addFields(f logrus.Fields, req interface{}) {
+	switch r := req.(type) {
+	case *volume.CreateRequest:
+		f["volume"] = r.Name
+	case *volume.RemoveRequest:
+		f["volume"] = r.Name
+	case *volume.MountRequest:
+		f["volume"], f["mount_id"] = r.Name, r.ID
+	case *volume.UnmountRequest:
+		f["volume"], f["mount_id"] = r.Name, r.ID
+	case *volume.PathRequest:
+		f["volume"] = r.Name
+	case *volume.GetRequest:
+		f["volume"] = r.Name
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v interface{}) {
+	w.Header().Set("Content-Type", sdk.DefaultContentTypeV1_1)
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
