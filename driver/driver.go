@@ -453,3 +453,63 @@ func formatOptions(o map[string]string) string {
 	}
 	return "{" + strings.Join(parts, ", ") + "}"
 }
+
+// ReleaseRequest asks to drop ledger entries of a volume.
+type ReleaseRequest struct {
+	Name string
+	// IDs to release; empty means every entry from an earlier boot.
+	IDs []string
+}
+
+// ReleaseResponse says what was dropped.
+type ReleaseResponse struct {
+	Released []string
+}
+
+// Release drops ledger entries Docker will never unmount: by default those
+// of earlier boots, which no live container can hold. Named IDs of this boot
+// may be released too, for a container that is provably gone; that is the
+// operator's call. Storage is brought down when no live mount is left.
+func (d *Driver) Release(req *ReleaseRequest) (*ReleaseResponse, error) {
+	unlock := d.locks.Lock(req.Name)
+	defer unlock()
+	vol, err := d.load(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, id := range req.IDs {
+		if _, ok := vol.Mounts[id]; !ok {
+			return nil, volErr(vol.Name, "holds no mount with ID %q", id)
+		}
+		want[id] = true
+	}
+	var released []string
+	updated, err := d.cfg.Store.Update(vol.Name, func(v *store.Volume) error {
+		released = released[:0]
+		for id, m := range v.Mounts {
+			if want[id] || (len(want) == 0 && m.Boot != d.cfg.BootID) {
+				delete(v.Mounts, id)
+				released = append(released, id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, volErr(vol.Name, "recording the release failed: %v", err)
+	}
+	sort.Strings(released)
+	d.log.WithFields(logrus.Fields{"op": "Release", "volume": vol.Name, "released": released}).Warn("ledger entries released by an operator")
+	if d.liveMounts(vol) > 0 && d.liveMounts(updated) == 0 {
+		inst, err := d.instance(updated)
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), otherTimeout)
+		defer cancel()
+		if err := inst.Deactivate(ctx, updated); err != nil {
+			return nil, volErr(vol.Name, "released, but bringing its storage down failed: %v", err)
+		}
+	}
+	return &ReleaseResponse{Released: released}, nil
+}

@@ -32,8 +32,16 @@ type Observer func(op string, err error, d time.Duration)
 type HandlerOptions struct {
 	Log      logrus.FieldLogger
 	Observer Observer
-	// Extra routes (operator endpoints) served beside the protocol's.
-	Extra map[string]http.Handler
+	// Operator endpoints served beside the protocol's as POST /Stowage.NAME,
+	// with the same body cap, decoding, error shape and logging.
+	Operator map[string]Endpoint
+}
+
+// Endpoint is one operator call: a fresh request value to decode into (nil
+// for none) and the call itself.
+type Endpoint struct {
+	NewRequest func() interface{}
+	Call       func(req interface{}) (interface{}, error)
 }
 
 // NewHandler returns the HTTP handler serving d as Docker expects.
@@ -73,8 +81,9 @@ func NewHandler(d volume.Driver, o HandlerOptions) http.Handler {
 	})
 	route("List", nil, func(interface{}) (interface{}, error) { return d.List() })
 	route("Capabilities", nil, func(interface{}) (interface{}, error) { return d.Capabilities(), nil })
-	for path, eh := range o.Extra {
-		mux.Handle(path, eh)
+	for name, ep := range o.Operator {
+		name, ep := name, ep
+		mux.HandleFunc("/Stowage."+name, func(w http.ResponseWriter, r *http.Request) { h.serve(w, r, name, ep.NewRequest, ep.Call) })
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, volume.ErrorResponse{Err: fmt.Sprintf("unknown endpoint %s: this is a Docker volume plugin (VolumeDriver API)", r.URL.Path)})

@@ -25,6 +25,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the volume plugin daemon", runServe},
+		{"release", "release mount-ledger entries Docker will never unmount (after a reboot)", runRelease},
 		{"version", "print version and commit", runVersion},
 	}
 }

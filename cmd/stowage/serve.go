@@ -125,7 +125,7 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv := plugin.NewServer(plugin.NewHandler(drv, plugin.HandlerOptions{Log: log}), log)
+	srv := plugin.NewServer(plugin.NewHandler(drv, plugin.HandlerOptions{Log: log, Operator: operatorEndpoints(drv)}), log)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
 	log.WithFields(logrus.Fields{"socket": sock, "root": root, "version": version, "ready_in": time.Since(start)}).Info("stowage is serving")
@@ -150,4 +150,20 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	}
 	log.Info("stowage stopped")
 	return nil
+}
+
+// operatorEndpoints are the /Stowage.* calls the operator commands use.
+func operatorEndpoints(drv *driver.Driver) map[string]plugin.Endpoint {
+	return map[string]plugin.Endpoint{
+		"Release": {
+			NewRequest: func() interface{} { return &driver.ReleaseRequest{} },
+			Call:       func(r interface{}) (interface{}, error) { return drv.Release(r.(*driver.ReleaseRequest)) },
+		},
+		"Reconcile": {
+			Call: func(interface{}) (interface{}, error) {
+				rep, err := drv.Reconcile(context.Background())
+				return &rep, err
+			},
+		},
+	}
 }
