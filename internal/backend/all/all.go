@@ -9,7 +9,9 @@ import (
 
 // Modules returns every built-in backend module.
 func Modules() []backend.Module {
-	return []backend.Module{
+	mods := []backend.Module{
 		dir.Module,
 	}
+	// Empty unless built with the stowagebench tag.
+	return append(mods, benchModules()...)
 }
