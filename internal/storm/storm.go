@@ -1,0 +1,710 @@
+// Package storm is the crash-storm harness: it drives a real `stowage serve`
+// over its socket as dockerd would, kills it with SIGKILL at random moments,
+// restarts it and checks after every restart that nothing promised was lost
+// and nothing refused or removed came back.
+//
+// The model it checks against: an operation answered 200 before the kill
+// happened; one answered with an error did not; one whose answer was cut by
+// the kill is "in doubt" and may have happened or not, but nothing else. The
+// harness serialises operations per volume name (as dockerd does for one
+// container's mount point) so at most one operation per volume is in doubt
+// at a kill; operations on different volumes run concurrently, so commits
+// are grouped and interleave.
+package storm
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+
+	"github.com/stowage/stowage/driver"
+	"github.com/stowage/stowage/internal/backend"
+	"github.com/stowage/stowage/internal/backend/dir"
+	"github.com/stowage/stowage/internal/client"
+	"github.com/stowage/stowage/internal/e2e/daemon"
+	"github.com/stowage/stowage/internal/mounttable"
+	"github.com/stowage/stowage/internal/store"
+)
+
+// Config says how hard to storm.
+type Config struct {
+	Seed int64
+	// Kills is the number of SIGKILLs; the run ends after the last one has
+	// been verified, or at Duration if that is set and comes first.
+	Kills    int
+	Duration time.Duration
+	Workers  int
+	// Names is the size of the volume-name pool: small, so operations collide.
+	Names int
+	// MaxRun bounds the random time the workers run between kills.
+	MaxRun time.Duration
+	// LogLevel for the daemon (its log is kept in memory: keep it quiet).
+	LogLevel string
+	// Progress, if set, is called after every verified restart.
+	Progress func(Stats)
+}
+
+// Stats are the run's figures.
+type Stats struct {
+	Seed       int64
+	Ops        int64 // operations sent
+	OK         int64 // answered with success
+	Refused    int64 // answered with an error the model expected
+	InDoubt    int64 // answers cut by a kill
+	Kills      int64
+	Invariants int64 // individual invariant checks evaluated
+	Violations int64
+	Leftovers  int64 // unrecorded empty directories from in-doubt creates, reported by reconcile
+	HalfRemove int64 // in-doubt removes found with the record kept and the data (partly) gone
+	Elapsed    time.Duration
+}
+
+func (s Stats) String() string {
+	return fmt.Sprintf("seed=%d elapsed=%s kills=%d ops=%d ok=%d refused=%d in_doubt=%d invariants=%d violations=%d leftovers=%d half_removes=%d",
+		s.Seed, s.Elapsed.Round(time.Second), s.Kills, s.Ops, s.OK, s.Refused, s.InDoubt, s.Invariants, s.Violations, s.Leftovers, s.HalfRemove)
+}
+
+type tri int
+
+const (
+	no tri = iota
+	yes
+)
+
+type opKind string
+
+const (
+	opCreate  opKind = "Create"
+	opRemove  opKind = "Remove"
+	opMount   opKind = "Mount"
+	opUnmount opKind = "Unmount"
+	opGet     opKind = "Get"
+	opList    opKind = "List"
+)
+
+// doubt is the one operation on a volume whose answer a kill cut.
+type doubt struct {
+	kind opKind
+	id   string
+	opts map[string]string // normalised options of an in-doubt Create
+}
+
+// vol is the model of one volume name. Only the worker holding mu touches it.
+type vol struct {
+	mu      sync.Mutex
+	name    string
+	exists  tri
+	opts    map[string]string // normalised
+	mounts  map[string]int
+	markers map[string][]byte // file name → content, written while mounted
+	doubt   *doubt
+	ids     []string // this volume's pool of mount IDs (repeats happen)
+}
+
+func (v *vol) total() int {
+	n := 0
+	for _, c := range v.mounts {
+		n += c
+	}
+	return n
+}
+
+// Harness is one storm.
+type Harness struct {
+	t    testing.TB
+	cfg  Config
+	d    *daemon.Daemon
+	vols []*vol
+	cli  atomic.Pointer[client.Client]
+
+	killing atomic.Bool
+	stats   Stats
+	seq     atomic.Int64
+	mu      sync.Mutex // guards violations
+	viols   []string
+}
+
+var optionChoices = []map[string]string{
+	nil,
+	{"mode": "0700"},
+	{"uid": "1000", "gid": "1000", "mode": "0750"},
+	{"mode": "1777"},
+}
+
+// Run storms a fresh daemon and returns the figures. Violations are
+// reported with t.Errorf (the first 20) as they are found.
+func Run(t testing.TB, cfg Config) Stats {
+	t.Helper()
+	if cfg.Workers == 0 {
+		cfg.Workers = 6
+	}
+	if cfg.Names == 0 {
+		cfg.Names = 24
+	}
+	if cfg.MaxRun == 0 {
+		cfg.MaxRun = 250 * time.Millisecond
+	}
+	if cfg.LogLevel == "" {
+		cfg.LogLevel = "warn"
+	}
+	h := &Harness{t: t, cfg: cfg}
+	h.stats.Seed = cfg.Seed
+	rng := rand.New(rand.NewSource(cfg.Seed))
+	prefix := fmt.Sprintf("st%x", rng.Uint32())
+	for i := 0; i < cfg.Names; i++ {
+		v := &vol{name: fmt.Sprintf("%s-%02d", prefix, i), mounts: map[string]int{}, markers: map[string][]byte{}}
+		for j := 0; j < 3; j++ {
+			b := make([]byte, 32)
+			rng.Read(b)
+			v.ids = append(v.ids, hex.EncodeToString(b))
+		}
+		h.vols = append(h.vols, v)
+	}
+	h.d = daemon.Start(t, daemon.Options{Args: []string{"--log-level", cfg.LogLevel}})
+	h.cli.Store(h.d.Client())
+	start := time.Now()
+	for {
+		if cfg.Kills > 0 && h.stats.Kills >= int64(cfg.Kills) {
+			break
+		}
+		if cfg.Duration > 0 && time.Since(start) >= cfg.Duration {
+			break
+		}
+		if h.stats.Violations > 0 {
+			break
+		}
+		h.round(rng)
+		h.stats.Elapsed = time.Since(start)
+		if cfg.Progress != nil {
+			cfg.Progress(h.snapshot())
+		}
+	}
+	h.stats.Elapsed = time.Since(start)
+	return h.snapshot()
+}
+
+func (h *Harness) snapshot() Stats {
+	s := h.stats
+	s.Ops = atomic.LoadInt64(&h.stats.Ops)
+	s.OK = atomic.LoadInt64(&h.stats.OK)
+	s.Refused = atomic.LoadInt64(&h.stats.Refused)
+	s.InDoubt = atomic.LoadInt64(&h.stats.InDoubt)
+	s.Invariants = atomic.LoadInt64(&h.stats.Invariants)
+	h.mu.Lock()
+	s.Violations = int64(len(h.viols))
+	h.mu.Unlock()
+	return s
+}
+
+// violate records a broken invariant.
+func (h *Harness) violate(format string, a ...interface{}) {
+	msg := fmt.Sprintf(format, a...)
+	h.mu.Lock()
+	h.viols = append(h.viols, msg)
+	n := len(h.viols)
+	h.mu.Unlock()
+	if n <= 20 {
+		h.t.Errorf("storm seed %d: VIOLATION: %s", h.cfg.Seed, msg)
+	}
+}
+
+// check counts one invariant and records it broken when !ok.
+func (h *Harness) check(ok bool, format string, a ...interface{}) bool {
+	atomic.AddInt64(&h.stats.Invariants, 1)
+	if !ok {
+		h.violate(format, a...)
+	}
+	return ok
+}
+
+// round runs the workers for a random while, kills the daemon in the middle
+// of their work, restarts it and verifies.
+func (h *Harness) round(rng *rand.Rand) {
+	runFor := time.Duration(rng.Int63n(int64(h.cfg.MaxRun))) + 5*time.Millisecond
+	seeds := make([]int64, h.cfg.Workers)
+	for i := range seeds {
+		seeds[i] = rng.Int63()
+	}
+	h.killing.Store(false)
+	var wg sync.WaitGroup
+	for i := 0; i < h.cfg.Workers; i++ {
+		wg.Add(1)
+		go func(seed int64) {
+			defer wg.Done()
+			h.worker(rand.New(rand.NewSource(seed)))
+		}(seeds[i])
+	}
+	time.Sleep(runFor)
+	h.killing.Store(true)
+	h.d.Kill(h.t)
+	h.stats.Kills++
+	wg.Wait()
+	h.verifyDown()
+	h.d.Restart(h.t)
+	h.cli.Store(h.d.Client())
+	h.verifyUp()
+}
+
+func (h *Harness) worker(rng *rand.Rand) {
+	for !h.killing.Load() {
+		v := h.vols[rng.Intn(len(h.vols))]
+		if !v.mu.TryLock() {
+			continue
+		}
+		if v.doubt == nil { // a volume in doubt waits for the verification
+			h.op(rng, v)
+		}
+		v.mu.Unlock()
+	}
+}
+
+// call sends one request. done is false when the answer was cut (in doubt).
+func (h *Harness) call(path string, req, resp interface{}) (err error, done bool) {
+	atomic.AddInt64(&h.stats.Ops, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err = h.cli.Load().Call(ctx, path, req, resp)
+	var ce *client.Error
+	if err != nil && !errors.As(err, &ce) {
+		atomic.AddInt64(&h.stats.InDoubt, 1)
+		if !h.killing.Load() {
+			h.violate("%s: transport error while the daemon should be up: %v", path, err)
+		}
+		return err, false
+	}
+	return err, true
+}
+
+func (h *Harness) ok() { atomic.AddInt64(&h.stats.OK, 1) }
+
+// refused checks an expected refusal carries the expected words.
+func (h *Harness) refused(err error, v *vol, op opKind, want string) {
+	if !h.check(err != nil, "volume %s: %s succeeded, the model expected a refusal (%s)", v.name, op, want) {
+		return
+	}
+	atomic.AddInt64(&h.stats.Refused, 1)
+	h.check(strings.Contains(err.Error(), want), "volume %s: %s refused with %q, want it to say %q", v.name, op, err, want)
+	h.check(strings.Contains(err.Error(), v.name), "volume %s: %s error %q does not name the volume", v.name, op, err)
+}
+
+func normalize(raw map[string]string) map[string]string {
+	o, err := dir.Module.Parse(raw)
+	if err != nil {
+		panic(err)
+	}
+	return o
+}
+
+func (h *Harness) op(rng *rand.Rand, v *vol) {
+	mp := filepath.Join(h.d.Root, dir.ID, v.name)
+	switch p := rng.Intn(100); {
+	case p < 22: // Create
+		raw := optionChoices[rng.Intn(len(optionChoices))]
+		bad := rng.Intn(20) == 0
+		req := map[string]interface{}{"Name": v.name, "Opts": raw}
+		if bad {
+			req["Opts"] = map[string]string{"sise": "1G"}
+		}
+		err, done := h.call("/VolumeDriver.Create", req, nil)
+		norm := normalize(raw)
+		if !done {
+			if !bad {
+				v.doubt = &doubt{kind: opCreate, opts: norm}
+			}
+			return
+		}
+		switch {
+		case bad:
+			h.refused(err, v, opCreate, "unknown option")
+		case v.exists == yes && !reflect.DeepEqual(v.opts, norm):
+			h.refused(err, v, opCreate, "already exists")
+		default:
+			if h.check(err == nil, "volume %s: Create failed: %v", v.name, err) {
+				h.ok()
+				v.exists, v.opts = yes, norm
+			}
+		}
+	case p < 34: // Remove
+		err, done := h.call("/VolumeDriver.Remove", map[string]string{"Name": v.name}, nil)
+		if !done {
+			v.doubt = &doubt{kind: opRemove}
+			return
+		}
+		switch {
+		case v.exists == no:
+			h.refused(err, v, opRemove, "no such volume")
+		case v.total() > 0:
+			h.refused(err, v, opRemove, "in use")
+		default:
+			if h.check(err == nil, "volume %s: Remove failed: %v", v.name, err) {
+				h.ok()
+				v.exists, v.opts = no, nil
+				v.markers = map[string][]byte{}
+				h.check(!exists(mp), "volume %s: Remove answered success but %s is still there", v.name, mp)
+			}
+		}
+	case p < 60: // Mount, then write a marker like a container would
+		id := v.ids[rng.Intn(len(v.ids))]
+		var resp volume.MountResponse
+		err, done := h.call("/VolumeDriver.Mount", map[string]string{"Name": v.name, "ID": id}, &resp)
+		if !done {
+			v.doubt = &doubt{kind: opMount, id: id}
+			return
+		}
+		if v.exists == no {
+			h.refused(err, v, opMount, "no such volume")
+			return
+		}
+		if !h.check(err == nil, "volume %s: Mount %s failed: %v", v.name, id[:12], err) {
+			return
+		}
+		h.ok()
+		v.mounts[id]++
+		if !h.check(resp.Mountpoint == mp, "volume %s: Mount returned %q, want %q", v.name, resp.Mountpoint, mp) {
+			return
+		}
+		name := fmt.Sprintf("marker-%d", h.seq.Add(1))
+		data := []byte(fmt.Sprintf("%s %s %d\n", v.name, id, rng.Int63()))
+		if err := writeSync(filepath.Join(mp, name), data); err != nil {
+			h.violate("volume %s: writing a marker into its mountpoint: %v", v.name, err)
+			return
+		}
+		v.markers[name] = data
+	case p < 82: // Unmount: mostly IDs the ledger holds, sometimes strangers
+		id := v.ids[rng.Intn(len(v.ids))]
+		if rng.Intn(10) == 0 {
+			id = fmt.Sprintf("%064x", rng.Int63())
+		}
+		err, done := h.call("/VolumeDriver.Unmount", map[string]string{"Name": v.name, "ID": id}, nil)
+		if !done {
+			v.doubt = &doubt{kind: opUnmount, id: id}
+			return
+		}
+		if h.check(err == nil, "volume %s: Unmount %s failed: %v (an Unmount must always be accepted)", v.name, id[:12], err) {
+			h.ok()
+			if v.exists == yes && v.mounts[id] > 0 {
+				v.mounts[id]--
+				if v.mounts[id] == 0 {
+					delete(v.mounts, id)
+				}
+			}
+		}
+	case p < 95: // Get
+		var resp volume.GetResponse
+		err, done := h.call("/VolumeDriver.Get", map[string]string{"Name": v.name}, &resp)
+		if !done {
+			return
+		}
+		if v.exists == no {
+			h.refused(err, v, opGet, "no such volume")
+			return
+		}
+		if h.check(err == nil && resp.Volume != nil, "volume %s: Get failed for a volume that exists: %v", v.name, err) {
+			h.ok()
+			h.check(fmt.Sprint(resp.Volume.Status["mounts"]) == fmt.Sprint(v.total()), "volume %s: Get says %v mounts, the model %d", v.name, resp.Volume.Status["mounts"], v.total())
+			_, perr := time.Parse(time.RFC3339, resp.Volume.CreatedAt)
+			h.check(perr == nil, "volume %s: CreatedAt %q is not RFC 3339", v.name, resp.Volume.CreatedAt)
+		}
+	default: // List: this volume must be in it exactly when it exists
+		var resp volume.ListResponse
+		err, done := h.call("/VolumeDriver.List", struct{}{}, &resp)
+		if !done {
+			return
+		}
+		if h.check(err == nil, "List failed: %v", err) {
+			h.ok()
+			found := false
+			for _, lv := range resp.Volumes {
+				found = found || lv.Name == v.name
+			}
+			h.check(found == (v.exists == yes), "volume %s: List shows it=%v, the model says exists=%v", v.name, found, v.exists == yes)
+		}
+	}
+}
+
+func writeSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
+// verifyDown runs while the daemon is dead: it reads the state file itself
+// and resolves every doubt against it.
+func (h *Harness) verifyDown() {
+	st, err := store.Open(filepath.Join(h.d.Root, store.FileName), store.Options{ReadOnly: true, LockTimeout: 10 * time.Second})
+	if !h.check(err == nil, "after kill %d the state file does not open: %v", h.stats.Kills, err) {
+		return
+	}
+	recs, err := st.List()
+	st.Close()
+	if !h.check(err == nil, "after kill %d the state file does not list: %v", h.stats.Kills, err) {
+		return
+	}
+	byName := map[string]*store.Volume{}
+	for _, r := range recs {
+		byName[r.Name] = r
+	}
+	bootID, _ := driver.ReadBootID()
+	dataDir := filepath.Join(h.d.Root, dir.ID)
+	onDisk := map[string]bool{}
+	if entries, err := os.ReadDir(dataDir); err == nil {
+		for _, e := range entries {
+			onDisk[e.Name()] = true
+		}
+	}
+	known := map[string]bool{}
+	for _, v := range h.vols {
+		known[v.name] = true
+		h.resolve(v, byName[v.name], onDisk[v.name], filepath.Join(dataDir, v.name), bootID)
+	}
+	for name := range byName {
+		h.check(known[name], "the state holds volume %q that the harness never created", name)
+	}
+	for name := range onDisk {
+		h.check(known[name], "data directory %q exists that the harness never created", name)
+	}
+	// The dir backend mounts nothing: the kernel must hold no mount below the root.
+	mts, err := mounttable.Under(h.d.Root)
+	h.check(err == nil && len(mts) == 0, "mounts below the root the ledger does not imply: %v (%v)", mts, err)
+}
+
+func (h *Harness) resolve(v *vol, rec *store.Volume, dirThere bool, path, bootID string) {
+	d := v.doubt
+	v.doubt = nil
+	found := rec != nil
+	switch {
+	case v.exists == no && d != nil && d.kind == opCreate:
+		if found {
+			v.exists, v.opts = yes, d.opts
+		} else if dirThere {
+			// Killed between mkdir and the commit: an empty leftover that
+			// reconcile reports and the next Create adopts.
+			h.check(isEmptyDir(path), "volume %s: in-doubt Create left a non-empty data directory without a record", v.name)
+			atomic.AddInt64(&h.stats.Leftovers, 1)
+			return
+		}
+	case v.exists == yes && d != nil && d.kind == opRemove:
+		if !found {
+			h.check(!dirThere, "volume %s: its record is gone after an in-doubt Remove but its data directory is still there", v.name)
+			v.exists, v.opts = no, nil
+			v.markers = map[string][]byte{}
+			v.mounts = map[string]int{}
+			return
+		}
+		if !dirThere || !h.markersIntact(v, path, false) {
+			// The data was deleted and the kill came before the record's
+			// delete: the Remove half happened. Reconcile must report it and a
+			// retried Remove must finish it.
+			atomic.AddInt64(&h.stats.HalfRemove, 1)
+			h.check(v.total() == 0, "volume %s: data deleted by a Remove while the ledger held %d mounts", v.name, v.total())
+			v.markers = map[string][]byte{}
+			v.doubt = &doubt{kind: opRemove, id: "half"}
+		}
+	}
+	if v.exists == no {
+		h.check(!found, "volume %s: recorded in the state although it was never created or was removed with success", v.name)
+		h.check(!dirThere || isEmptyDir(path), "volume %s: a non-empty data directory exists although the volume does not", v.name)
+		if dirThere {
+			atomic.AddInt64(&h.stats.Leftovers, 1)
+		}
+		return
+	}
+	if !h.check(found, "volume %s: LOST: Create was answered with success but the state has no record", v.name) {
+		v.exists = no
+		return
+	}
+	h.check(rec.Backend == dir.ID, "volume %s: backend %q, want %q", v.name, rec.Backend, dir.ID)
+	h.check(reflect.DeepEqual(map[string]string(rec.Options), v.opts) || (len(rec.Options) == 0 && len(v.opts) == 0),
+		"volume %s: recorded options %v, the model %v", v.name, rec.Options, v.opts)
+	if v.doubt == nil {
+		h.check(dirThere, "volume %s: record without its data directory", v.name)
+		h.markersIntact(v, path, true)
+	}
+	// The ledger: exact, except the one in-doubt Mount or Unmount.
+	got := map[string]int{}
+	for id, m := range rec.Mounts {
+		got[id] = m.Count
+		h.check(m.Boot == bootID, "volume %s: ledger entry %s has boot %q, want this boot %q", v.name, id[:12], m.Boot, bootID)
+		h.check(m.Count > 0, "volume %s: ledger entry %s has count %d", v.name, id[:12], m.Count)
+	}
+	if d != nil && (d.kind == opMount || d.kind == opUnmount) {
+		want := v.mounts[d.id]
+		alt := want + 1
+		if d.kind == opUnmount {
+			alt = want - 1
+			if alt < 0 {
+				alt = 0
+			}
+		}
+		if h.check(got[d.id] == want || got[d.id] == alt, "volume %s: ledger count of in-doubt %s %s is %d, want %d or %d", v.name, d.kind, d.id[:12], got[d.id], want, alt) {
+			if got[d.id] == 0 {
+				delete(v.mounts, d.id)
+			} else {
+				v.mounts[d.id] = got[d.id]
+			}
+		}
+	}
+	h.check(reflect.DeepEqual(got, v.mounts) || (len(got) == 0 && len(v.mounts) == 0), "volume %s: ledger %v, the model %v", v.name, got, v.mounts)
+}
+
+func (h *Harness) markersIntact(v *vol, path string, report bool) bool {
+	all := true
+	for name, want := range v.markers {
+		got, err := os.ReadFile(filepath.Join(path, name))
+		ok := err == nil && bytes.Equal(got, want)
+		if report {
+			h.check(ok, "volume %s: marker %s written while mounted is lost or changed (%v)", v.name, name, err)
+		}
+		all = all && ok
+	}
+	return all
+}
+
+func isEmptyDir(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	_, err = f.Readdirnames(1)
+	return err == io.EOF
+}
+
+// verifyUp runs after the restart: the daemon's answers agree with the
+// model, reconcile reports exactly the leftovers a crash may make, twice
+// the same, and changes nothing.
+func (h *Harness) verifyUp() {
+	cli := h.cli.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var list volume.ListResponse
+	if err := cli.Call(ctx, "/VolumeDriver.List", struct{}{}, &list); !h.check(err == nil, "List after restart: %v", err) {
+		return
+	}
+	listed := map[string]bool{}
+	for _, lv := range list.Volumes {
+		listed[lv.Name] = true
+	}
+	wantMissing := map[string]bool{}
+	wantUnrecorded := map[string]bool{}
+	for _, v := range h.vols {
+		h.check(listed[v.name] == (v.exists == yes), "volume %s: listed=%v after restart, the model says exists=%v", v.name, listed[v.name], v.exists == yes)
+		var get volume.GetResponse
+		err := cli.Call(ctx, "/VolumeDriver.Get", map[string]string{"Name": v.name}, &get)
+		if v.exists == yes {
+			h.check(err == nil && get.Volume != nil, "volume %s: Get after restart failed: %v (Docker would forget it)", v.name, err)
+		} else {
+			h.check(err != nil && strings.Contains(err.Error(), "no such volume"), "volume %s: Get after restart of a volume that does not exist: %v", v.name, err)
+		}
+		p := filepath.Join(h.d.Root, dir.ID, v.name)
+		if v.exists == yes && !exists(p) {
+			wantMissing[v.name] = true
+		}
+		if v.exists == no && exists(p) {
+			wantUnrecorded[v.name] = true
+		}
+	}
+	dbPath := filepath.Join(h.d.Root, store.FileName)
+	before := hashFile(dbPath)
+	var rep1, rep2 driver.Report
+	err1 := cli.Call(ctx, "/Stowage.Reconcile", nil, &rep1)
+	err2 := cli.Call(ctx, "/Stowage.Reconcile", nil, &rep2)
+	if h.check(err1 == nil && err2 == nil, "reconcile after restart: %v / %v", err1, err2) {
+		h.check(reflect.DeepEqual(rep1, rep2), "reconciling twice gave different reports:\n%+v\n%+v", rep1, rep2)
+		h.check(hashFile(dbPath) == before, "reconciling changed the state file")
+		gotMissing, gotUnrecorded := map[string]bool{}, map[string]bool{}
+		for _, f := range rep1.Findings {
+			switch f.Kind {
+			case driver.FindMissingData:
+				gotMissing[f.Volume] = true
+			case driver.FindUnrecorded:
+				gotUnrecorded[f.Volume] = true
+			default:
+				h.violate("reconcile found something a crash cannot explain: %+v", f)
+			}
+		}
+		h.check(reflect.DeepEqual(gotMissing, wantMissing), "reconcile reports missing data for %v, want %v", keys(gotMissing), keys(wantMissing))
+		h.check(reflect.DeepEqual(gotUnrecorded, wantUnrecorded), "reconcile reports unrecorded data for %v, want %v", keys(gotUnrecorded), keys(wantUnrecorded))
+		for name := range wantUnrecorded {
+			h.check(exists(filepath.Join(h.d.Root, dir.ID, name)), "reconcile deleted the unrecorded directory of %s", name)
+		}
+	}
+	// A half-done Remove is finished by Docker retrying it: it must succeed.
+	for _, v := range h.vols {
+		if v.doubt == nil || v.doubt.kind != opRemove {
+			continue
+		}
+		err := cli.Call(ctx, "/VolumeDriver.Remove", map[string]string{"Name": v.name}, nil)
+		if h.check(err == nil, "volume %s: retrying a half-done Remove failed: %v", v.name, err) {
+			v.exists, v.opts, v.doubt = no, nil, nil
+			v.markers, v.mounts = map[string][]byte{}, map[string]int{}
+		}
+	}
+}
+
+func hashFile(p string) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "unreadable: " + err.Error()
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// The harness only issues options the dir backend declares.
+var _ = backend.KeyBackend
+
+// MarshalStats renders the figures as JSON, for the soak log.
+func MarshalStats(s Stats) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
