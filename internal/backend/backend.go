@@ -71,6 +71,35 @@ type Usage struct {
 	Used  uint64
 }
 
+// Cloner is implemented by backends that can make a new volume as a copy of
+// another of theirs (-o from=NAME). The driver has checked that src uses the
+// same backend and holds no live mount (unless from_mounted=true) and has
+// locked both. Like Create, a failed Clone leaves nothing behind; it may set
+// dst.Options (a clone takes its source's size, say) and dst.Private.
+type Cloner interface {
+	Clone(ctx context.Context, src, dst *Volume, opts Options) error
+}
+
+// Resizer is implemented by backends whose size limit can grow. It returns
+// the volume's options as they must now be recorded. The driver holds the
+// volume's lock.
+type Resizer interface {
+	Resize(ctx context.Context, vol *Volume, size uint64) (Options, error)
+}
+
+// Options the driver itself acts on, declared by backends that support them.
+const (
+	KeyFrom        = "from"
+	KeyFromMounted = "from_mounted"
+	KeySize        = "size"
+)
+
+// Clone options, for backends implementing Cloner.
+var (
+	OptFrom        = Option{Name: KeyFrom, Type: TypeName, Help: "create the volume as a copy of this volume (same backend)"}
+	OptFromMounted = Option{Name: KeyFromMounted, Type: TypeBool, Default: "false", Help: "allow copying a volume that containers have mounted (the copy may be inconsistent)"}
+)
+
 // Statuser is implemented by backends that add facts to Get's Status.
 type Statuser interface {
 	Status(vol *Volume) map[string]interface{}

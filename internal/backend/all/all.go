@@ -4,13 +4,19 @@ package all
 
 import (
 	"github.com/stowage/stowage/internal/backend"
+	"github.com/stowage/stowage/internal/backend/bind"
 	"github.com/stowage/stowage/internal/backend/dir"
+	"github.com/stowage/stowage/internal/backend/image"
+	"github.com/stowage/stowage/internal/backend/tmpfs"
 )
 
 // Modules returns every built-in backend module.
 func Modules() []backend.Module {
 	mods := []backend.Module{
 		dir.Module,
+		image.Module,
+		tmpfs.Module,
+		bind.Module,
 	}
 	// Empty unless built with the stowagebench tag.
 	return append(mods, benchModules()...)

@@ -1,0 +1,175 @@
+// Package tmpfs is the backend whose volumes live in memory: a tmpfs
+// mounted on first Mount and unmounted on last Unmount. Its data is gone
+// when unmounted, by design.
+package tmpfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stowage/stowage/internal/backend"
+	"github.com/stowage/stowage/internal/mounttable"
+	"github.com/stowage/stowage/internal/safefs"
+)
+
+// ID is the backend's registered name.
+const ID = "tmpfs"
+
+// Ephemeral is what Status says about the data's lifetime.
+const Ephemeral = "data is in memory and discarded when the last container unmounts the volume"
+
+// Module registers the tmpfs backend.
+var Module = backend.Module{
+	ID:      ID,
+	Summary: "memory-backed scratch space, mounted while in use; its data is discarded when the last container unmounts it",
+	Options: append(backend.Ownership(),
+		backend.Option{Name: backend.KeySize, Type: backend.TypeSize, Help: "maximum size in memory, a hard limit (default: the kernel's, half of RAM)"},
+	),
+	New: func(env backend.Env) (backend.Backend, error) { return &Tmpfs{dir: env.Dir}, nil },
+}
+
+// Tmpfs is the provisioned backend.
+type Tmpfs struct{ dir string }
+
+var (
+	_ backend.Backend  = (*Tmpfs)(nil)
+	_ backend.Usager   = (*Tmpfs)(nil)
+	_ backend.Statuser = (*Tmpfs)(nil)
+)
+
+func (t *Tmpfs) path(name string) string { return filepath.Join(t.dir, name) }
+
+// Validate has nothing beyond the schema to check.
+func (t *Tmpfs) Validate(backend.Options) error { return nil }
+
+// Create makes the empty mount point; nothing is mounted until first use.
+func (t *Tmpfs) Create(_ context.Context, vol *backend.Volume, _ backend.Options) error {
+	if err := os.Mkdir(t.path(vol.Name), 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("its mount point %s already exists but no volume records it; nothing was changed: remove it, then create the volume again", t.path(vol.Name))
+		}
+		return fmt.Errorf("creating its mount point: %w", err)
+	}
+	return nil
+}
+
+// MountData is the tmpfs option string for vol: size, mode, uid, gid.
+func MountData(opts map[string]string) string {
+	parts := []string{}
+	if v := opts[backend.KeySize]; v != "" {
+		parts = append(parts, "size="+v)
+	}
+	if v := opts["mode"]; v != "" {
+		parts = append(parts, "mode="+v)
+	}
+	if v := opts["uid"]; v != "" {
+		parts = append(parts, "uid="+v)
+	}
+	if v := opts["gid"]; v != "" {
+		parts = append(parts, "gid="+v)
+	}
+	return strings.Join(parts, ",")
+}
+
+// Mountpoint is the volume's directory, where the tmpfs is mounted.
+func (t *Tmpfs) Mountpoint(vol *backend.Volume) string { return t.path(vol.Name) }
+
+// Activate mounts a fresh tmpfs unless one is mounted already.
+func (t *Tmpfs) Activate(_ context.Context, vol *backend.Volume) error {
+	p := t.path(vol.Name)
+	if m, err := mounttable.IsMountPoint(p); err != nil || m {
+		return err
+	}
+	if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
+		return fmt.Errorf("its mount point %s is missing or not a directory: remove the volume and create it again", p)
+	}
+	if err := unix.Mount("stowage-"+vol.Name, p, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, MountData(vol.Options)); err != nil {
+		return fmt.Errorf("mounting a tmpfs at %s: %w", p, err)
+	}
+	return nil
+}
+
+// Deactivate unmounts the tmpfs, discarding its data.
+func (t *Tmpfs) Deactivate(_ context.Context, vol *backend.Volume) error {
+	p := t.path(vol.Name)
+	m, err := mounttable.IsMountPoint(p)
+	if err != nil || !m {
+		return err
+	}
+	if err := unix.Unmount(p, 0); err != nil {
+		return fmt.Errorf("unmounting the tmpfs at %s: %w", p, err)
+	}
+	return nil
+}
+
+// Remove deletes the mount point, refusing while a tmpfs is mounted there.
+func (t *Tmpfs) Remove(_ context.Context, vol *backend.Volume) error {
+	if mounts, err := mounttable.Under(t.path(vol.Name)); err != nil {
+		return err
+	} else if len(mounts) > 0 {
+		return fmt.Errorf("its tmpfs is still mounted at %s; stop what uses it first", strings.Join(mounts, ", "))
+	}
+	return safefs.RemoveTree(t.path(vol.Name))
+}
+
+// Inventory compares mount points with the records, and reports volumes
+// whose ledger counts mounts but whose tmpfs is gone (after a reboot, or
+// an unmount behind stowage's back): their containers lost the data.
+func (t *Tmpfs) Inventory(_ context.Context, known []*backend.Volume) (backend.Inventory, error) {
+	var inv backend.Inventory
+	entries, err := os.ReadDir(t.dir)
+	if err != nil {
+		return inv, err
+	}
+	snap, err := mounttable.Read(t.dir)
+	if err != nil {
+		return inv, err
+	}
+	onDisk := map[string]bool{}
+	for _, e := range entries {
+		onDisk[e.Name()] = true
+	}
+	for _, v := range known {
+		if !onDisk[v.Name] {
+			inv.Missing = append(inv.Missing, v.Name)
+		}
+		delete(onDisk, v.Name)
+		if n := v.ActiveMounts(); n > 0 && !snap.IsMountPoint(t.path(v.Name)) {
+			inv.Problems = append(inv.Problems, fmt.Sprintf("volume %q: its ledger holds %d mount(s) but its tmpfs is not mounted: the data it held is gone, and containers still using it write to a plain directory; restart them", v.Name, n))
+		}
+	}
+	for n := range onDisk {
+		inv.Unrecorded = append(inv.Unrecorded, n)
+	}
+	return inv, nil
+}
+
+// Usage is statfs of the mounted tmpfs; unmounted it holds nothing.
+func (t *Tmpfs) Usage(vol *backend.Volume) (backend.Usage, error) {
+	var u backend.Usage
+	var a, p unix.Stat_t
+	if unix.Stat(t.path(vol.Name), &a) != nil || unix.Stat(t.dir, &p) != nil || a.Dev == p.Dev {
+		var n uint64
+		fmt.Sscan(vol.Options[backend.KeySize], &n)
+		u.Limit = n
+		return u, nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(t.path(vol.Name), &st); err != nil {
+		return u, err
+	}
+	u.Limit = st.Blocks * uint64(st.Bsize)
+	u.Used = (st.Blocks - st.Bfree) * uint64(st.Bsize)
+	return u, nil
+}
+
+// Status warns that the data does not outlive the mount.
+func (t *Tmpfs) Status(*backend.Volume) map[string]interface{} {
+	return map[string]interface{}{"ephemeral": Ephemeral}
+}

@@ -1,0 +1,170 @@
+// Package loop attaches regular files to loop block devices through the
+// kernel's ioctls, reusing a device that already backs the same file: one
+// filesystem image attached twice and mounted through both corrupts it.
+package loop
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// attachMu serialises find-then-attach inside this process, so two
+// volumes' Activate never race for one free device or one image twice.
+var attachMu sync.Mutex
+
+// Find returns the loop device (/dev/loopN) backed by file, or "" if none.
+// It compares device and inode, not names: a path may be reached many ways.
+func Find(file string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(file, &st); err != nil {
+		return "", fmt.Errorf("stat %s: %w", file, err)
+	}
+	entries, err := os.ReadDir("/sys/block")
+	if err != nil {
+		return "", fmt.Errorf("listing loop devices: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, "loop") {
+			continue
+		}
+		// Only attached devices have a backing_file.
+		if _, err := os.Stat(filepath.Join("/sys/block", name, "loop", "backing_file")); err != nil {
+			continue
+		}
+		dev := "/dev/" + name
+		fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		info, err := unix.IoctlLoopGetStatus64(fd)
+		unix.Close(fd)
+		if err != nil {
+			continue
+		}
+		if info.Device == uint64(st.Dev) && info.Inode == st.Ino {
+			return dev, nil
+		}
+	}
+	return "", nil
+}
+
+// Device is an attached loop device, held open until Close so autoclear
+// cannot take it away before it is mounted.
+type Device struct {
+	Path string
+	fd   int
+}
+
+// Close lets go of the device: with autoclear, an unmounted device is
+// detached by the kernel at this point.
+func (d *Device) Close() {
+	if d.fd >= 0 {
+		unix.Close(d.fd)
+		d.fd = -1
+	}
+}
+
+// Attach returns a loop device backed by file: the existing one if any,
+// else a free device configured with autoclear, so it goes away when the
+// last user (the mount) lets go. Mount it, then Close it.
+func Attach(file string) (*Device, error) {
+	attachMu.Lock()
+	defer attachMu.Unlock()
+	dev, err := Find(file)
+	if err != nil {
+		return nil, err
+	}
+	if dev != "" {
+		fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("opening %s: %w", dev, err)
+		}
+		return &Device{Path: dev, fd: fd}, nil
+	}
+	f, err := os.OpenFile(file, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening image %s: %w", file, err)
+	}
+	defer f.Close()
+	ctl, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening /dev/loop-control (is the loop module loaded?): %w", err)
+	}
+	defer unix.Close(ctl)
+	// Another process may grab the free device between GET_FREE and
+	// CONFIGURE (EBUSY): ask again.
+	var lastErr error
+	for attempt := 0; attempt < 10; attempt++ {
+		n, err := unix.IoctlRetInt(ctl, unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return nil, fmt.Errorf("finding a free loop device: %w", err)
+		}
+		dev := "/dev/loop" + strconv.Itoa(n)
+		if err := ensureNode(dev, n); err != nil {
+			return nil, err
+		}
+		lfd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("opening %s: %w", dev, err)
+		}
+		cfg := unix.LoopConfig{Fd: uint32(f.Fd())}
+		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
+		copy(cfg.Info.File_name[:], file)
+		err = unix.IoctlLoopConfigure(lfd, &cfg)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY) {
+			// Kernels before 5.8 lack LOOP_CONFIGURE.
+			err = unix.IoctlSetInt(lfd, unix.LOOP_SET_FD, int(f.Fd()))
+			if err == nil {
+				if serr := unix.IoctlLoopSetStatus64(lfd, &cfg.Info); serr != nil {
+					unix.IoctlSetInt(lfd, unix.LOOP_CLR_FD, 0)
+					err = serr
+				}
+			}
+		}
+		if err == nil {
+			return &Device{Path: dev, fd: lfd}, nil
+		}
+		unix.Close(lfd)
+		if !errors.Is(err, unix.EBUSY) {
+			return nil, fmt.Errorf("attaching %s to %s: %w", file, dev, err)
+		}
+		lastErr = err
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil, fmt.Errorf("attaching %s: every free loop device was taken meanwhile: %w", file, lastErr)
+}
+
+// Detach clears dev if it is not in use (a mount holds it busy). With
+// autoclear a device no one holds is cleared already; this is for devices
+// left attached by a crash between attach and mount.
+func Detach(dev string) error {
+	fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.IoctlSetInt(fd, unix.LOOP_CLR_FD, 0); err != nil && !errors.Is(err, unix.ENXIO) {
+		return fmt.Errorf("detaching %s: %w", dev, err)
+	}
+	return nil
+}
+
+func ensureNode(dev string, n int) error {
+	if _, err := os.Stat(dev); err == nil {
+		return nil
+	}
+	// No devtmpfs node (a minimal container): make one; loop's major is 7.
+	if err := unix.Mknod(dev, unix.S_IFBLK|0o660, int(unix.Mkdev(7, uint32(n)))); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("creating device node %s: %w", dev, err)
+	}
+	return nil
+}
