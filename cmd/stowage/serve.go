@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -16,7 +17,9 @@ import (
 	"github.com/stowage/stowage/driver"
 	"github.com/stowage/stowage/internal/backend"
 	"github.com/stowage/stowage/internal/backend/all"
+	"github.com/stowage/stowage/internal/backend/expose"
 	"github.com/stowage/stowage/internal/config"
+	"github.com/stowage/stowage/internal/metrics"
 	"github.com/stowage/stowage/internal/store"
 	"github.com/stowage/stowage/plugin"
 )
@@ -62,11 +65,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 }
 
 // defaultBackends are the modules enabled when --backends is not given:
-// those that need no daemon setting.
-func defaultBackends(reg *backend.Registry) []string {
+// those that need no daemon setting, or whose setting is given.
+func defaultBackends(reg *backend.Registry, cfg *config.Serve) []string {
 	var ids []string
+	settings := cfg.BackendSettings()
 	for _, m := range reg.Modules() {
-		if m.DisabledUnless == "" {
+		if m.DisabledUnless == "" || settings[m.ID][m.DisabledUnless] != "" {
 			ids = append(ids, m.ID)
 		}
 	}
@@ -105,10 +109,28 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		}
 	}()
 
+	var mets *metrics.Metrics
+	if cfg.MetricsAddr != "" {
+		mets = metrics.New(st)
+		st.CommitObserver = mets.ObserveCommit
+		ml, err := metrics.Listen(cfg.MetricsAddr)
+		if err != nil {
+			return err
+		}
+		// Up before reconcile, so /healthz answers and /readyz says "not yet".
+		msrv := mets.Serve(ml, log)
+		defer msrv.Close()
+	}
+
 	reg := backend.NewRegistry(all.Modules()...)
-	insts, err := reg.Provision(root, cfg.EnabledBackends(defaultBackends(reg)), nil, log)
+	insts, err := reg.Provision(root, cfg.EnabledBackends(defaultBackends(reg, cfg)), cfg.BackendSettings(), log)
 	if err != nil {
 		return err
+	}
+	if cfg.ExposeDir != "" {
+		if insts, err = exposeInstances(insts, root, cfg.ExposeDir, log); err != nil {
+			return err
+		}
 	}
 	drv, err := driver.New(driver.Config{
 		Store: st, Backends: insts, DefaultBackend: cfg.DefaultBackend,
@@ -121,14 +143,40 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		return err
 	}
 
-	l, err := plugin.ListenUnix(sock, gid)
+	// Under systemd socket activation the socket is systemd's: serve on it
+	// and leave the file alone at exit.
+	l, err := plugin.ActivationListener()
 	if err != nil {
 		return err
 	}
-	srv := plugin.NewServer(plugin.NewHandler(drv, plugin.HandlerOptions{Log: log, Operator: operatorEndpoints(drv)}), log)
-	done := make(chan error, 1)
+	activated := l != nil
+	if activated {
+		sock = l.Addr().String()
+	} else if l, err = plugin.ListenUnix(sock, gid); err != nil {
+		return err
+	}
+	hopts := plugin.HandlerOptions{Log: log, Operator: operatorEndpoints(drv)}
+	if mets != nil {
+		hopts.Observer = mets.ObserveRequest
+	}
+	srv := plugin.NewServer(plugin.NewHandler(drv, hopts), log)
+	done := make(chan error, 2)
 	go func() { done <- srv.Serve(l) }()
-	log.WithFields(logrus.Fields{"socket": sock, "root": root, "version": version, "ready_in": time.Since(start)}).Info("stowage is serving")
+	if cfg.TCPAddr != "" {
+		stop, err := serveTCP(cfg, srv, done, log)
+		if err != nil {
+			srv.Shutdown(time.Second)
+			return err
+		}
+		defer stop()
+	}
+	if mets != nil {
+		mets.SetReady(true)
+	}
+	if err := plugin.NotifyReady(); err != nil {
+		log.WithError(err).Warn("telling systemd we are ready")
+	}
+	log.WithFields(logrus.Fields{"socket": sock, "activated": activated, "root": root, "version": version, "ready_in": time.Since(start)}).Info("stowage is serving")
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
@@ -136,6 +184,10 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	select {
 	case sig := <-sigs:
 		log.WithField("signal", sig.String()).Info("shutting down: no new requests; waiting for those in flight")
+		if mets != nil {
+			mets.SetReady(false)
+		}
+		plugin.NotifyStopping()
 		srv.Shutdown(cfg.ShutdownTimeout)
 		<-done
 	case err := <-done:
@@ -145,8 +197,11 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	}
 	// Closing the listener unlinks the socket; make sure of it, since a
 	// stale socket makes every docker volume command wait for retries.
-	if err := os.Remove(sock); err != nil && !os.IsNotExist(err) {
-		log.WithError(err).Warn("removing the socket file")
+	// An activated socket is systemd's, which keeps listening for us.
+	if !activated {
+		if err := os.Remove(sock); err != nil && !os.IsNotExist(err) {
+			log.WithError(err).Warn("removing the socket file")
+		}
 	}
 	log.Info("stowage stopped")
 	return nil
@@ -166,4 +221,46 @@ func operatorEndpoints(drv *driver.Driver) map[string]plugin.Endpoint {
 			},
 		},
 	}
+}
+
+// exposeInstances wraps every backend so volumes are exposed under dir (a
+// managed plugin's propagatedMount). dir must not overlap the root: the
+// backends' inventories would see exposures as data.
+func exposeInstances(insts map[string]backend.Instance, root, dir string, log logrus.FieldLogger) (map[string]backend.Instance, error) {
+	dir = filepath.Clean(dir)
+	if rel, err := filepath.Rel(root, dir); err == nil && !strings.HasPrefix(rel, "..") {
+		return nil, fmt.Errorf("--expose-dir %s is inside --root %s; use a separate directory", dir, root)
+	}
+	if rel, err := filepath.Rel(dir, root); err == nil && !strings.HasPrefix(rel, "..") {
+		return nil, fmt.Errorf("--root %s is inside --expose-dir %s; use a separate directory", root, dir)
+	}
+	return expose.Wrap(insts, dir, log)
+}
+
+// serveTCP serves the plugin API over TLS too and writes the spec file that
+// tells dockerd where; the returned stop removes the file.
+func serveTCP(cfg *config.Serve, srv *plugin.Server, done chan<- error, log logrus.FieldLogger) (func(), error) {
+	name := strings.TrimSuffix(filepath.Base(cfg.Socket), ".sock")
+	tl, err := plugin.ListenTLS(cfg.TCPAddr, plugin.TLSOptions{Cert: cfg.TLSCert, Key: cfg.TLSKey, CA: cfg.TLSCA})
+	if err != nil {
+		return nil, err
+	}
+	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+	// dockerd presents --tls-cert as its client certificate, so it must
+	// allow client auth too (extKeyUsage serverAuth,clientAuth).
+	spec, err := plugin.WriteSpec(cfg.SpecDir, plugin.Spec{
+		Name: name, Addr: "https://" + tl.Addr().String(),
+		TLSConfig: &plugin.SpecTLS{CAFile: abs(cfg.TLSCA), CertFile: abs(cfg.TLSCert), KeyFile: abs(cfg.TLSKey)},
+	})
+	if err != nil {
+		tl.Close()
+		return nil, err
+	}
+	go func() { done <- srv.Serve(tl) }()
+	log.WithFields(logrus.Fields{"addr": tl.Addr().String(), "spec": spec}).Info("serving the plugin API over TCP with TLS")
+	return func() {
+		if err := os.Remove(spec); err != nil && !os.IsNotExist(err) {
+			log.WithError(err).Warn("removing the spec file")
+		}
+	}, nil
 }

@@ -29,6 +29,17 @@ type Serve struct {
 	DefaultBackend  string
 	Backends        string
 	ShutdownTimeout time.Duration
+	// Issue 3: backend settings.
+	BindRoots        string
+	ImageDefaultSize string
+	// Issue 5: operations.
+	MetricsAddr string
+	ExposeDir   string
+	TCPAddr     string
+	TLSCert     string
+	TLSKey      string
+	TLSCA       string
+	SpecDir     string
 }
 
 // EnvName is the environment twin of a flag: --log-level → STOWAGE_LOG_LEVEL.
@@ -47,9 +58,30 @@ type Binder struct {
 // NewBinder binds flags on fs, reading the real environment.
 func NewBinder(fs *flag.FlagSet) *Binder { return &Binder{FS: fs, Env: os.LookupEnv} }
 
+// EnvUnprefixed, set to 1, makes the binder also read each setting under its
+// bare name (LOG_LEVEL for --log-level) when the STOWAGE_ twin is unset. A
+// managed plugin's config.json sets it, so `docker plugin set stowage
+// LOG_LEVEL=debug` works; elsewhere bare names are ignored, since a host
+// environment is full of unrelated ones.
+const EnvUnprefixed = "STOWAGE_ENV_UNPREFIXED"
+
+// lookup reads a flag's environment twin, then its bare name if enabled.
+func (b *Binder) lookup(name string) (string, string, bool) {
+	if v, ok := b.Env(EnvName(name)); ok {
+		return EnvName(name), v, true
+	}
+	if u, _ := b.Env(EnvUnprefixed); u == "1" {
+		bare := strings.TrimPrefix(EnvName(name), EnvPrefix)
+		if v, ok := b.Env(bare); ok {
+			return bare, v, true
+		}
+	}
+	return "", "", false
+}
+
 // String binds a string flag.
 func (b *Binder) String(p *string, name, def, help string) {
-	if v, ok := b.Env(EnvName(name)); ok {
+	if _, v, ok := b.lookup(name); ok {
 		def = v
 	}
 	b.FS.StringVar(p, name, def, help+" (env "+EnvName(name)+")")
@@ -57,10 +89,10 @@ func (b *Binder) String(p *string, name, def, help string) {
 
 // Duration binds a duration flag.
 func (b *Binder) Duration(p *time.Duration, name string, def time.Duration, help string) {
-	if v, ok := b.Env(EnvName(name)); ok {
+	if env, v, ok := b.lookup(name); ok {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			b.errs = append(b.errs, fmt.Sprintf("%s=%q: %v", EnvName(name), v, err))
+			b.errs = append(b.errs, fmt.Sprintf("%s=%q: %v", env, v, err))
 		} else {
 			def = d
 		}
@@ -87,6 +119,24 @@ func (c *Serve) Bind(b *Binder) {
 	b.String(&c.DefaultBackend, "default-backend", "dir", "backend for volumes created without -o backend=")
 	b.String(&c.Backends, "backends", "", "comma-separated backends to enable (default: every built-in backend that needs no extra setting)")
 	b.Duration(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long requests in flight may take to finish")
+	b.String(&c.BindRoots, "bind-roots", "", "comma-separated host directories whose subdirectories bind volumes may adopt; the bind backend is enabled only with them")
+	b.String(&c.ImageDefaultSize, "image-default-size", "", "size of image volumes created without -o size= (default: size is required)")
+	b.String(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics, /healthz and /readyz on a loopback HOST:PORT or unix:/path (default: off)")
+	b.String(&c.ExposeDir, "expose-dir", "", "bind-mount each mounted volume at DIR/NAME and hand that path to Docker (managed plugin: its propagatedMount)")
+	b.String(&c.TCPAddr, "tcp-addr", "", "also serve the plugin API over TCP with TLS on HOST:PORT and write SPEC-DIR/NAME.json for Docker (needs --tls-cert, --tls-key, --tls-ca)")
+	b.String(&c.TLSCert, "tls-cert", "", "server certificate (PEM) for --tcp-addr")
+	b.String(&c.TLSKey, "tls-key", "", "server key (PEM) for --tcp-addr")
+	b.String(&c.TLSCA, "tls-ca", "", "CA (PEM) that client certificates must chain to, for --tcp-addr")
+	b.String(&c.SpecDir, "spec-dir", "/etc/docker/plugins", "where --tcp-addr writes NAME.json for dockerd's plugin discovery")
+}
+
+// BackendSettings are the daemon settings addressed to each backend, by
+// backend ID and setting name.
+func (c *Serve) BackendSettings() map[string]map[string]string {
+	return map[string]map[string]string{
+		"bind":  {"roots": c.BindRoots},
+		"image": {"default_size": c.ImageDefaultSize},
+	}
 }
 
 // Logger builds the logger the settings ask for.
