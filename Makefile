@@ -10,7 +10,7 @@ ROOT    ?= /var/lib/stowage
 # Unit, protocol and fuzz-seed tests: no engine needed.
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v /e2e)
 
-.PHONY: all build run test unit e2e vet fmt clean
+.PHONY: all build run test unit e2e vet fmt clean bench
 
 all: build
 
@@ -35,6 +35,16 @@ unit:
 ## e2e: end-to-end tests; they start private Docker engines and fail (never skip) without one
 e2e: build
 	STOWAGE_BIN=$(abspath $(BIN)) $(GO) test -count=1 -p 1 -timeout 40m ./internal/e2e/... ./e2e/...
+
+## bench: performance run against the floor and Docker's local driver (not
+## part of test; ~10 min, both cores). Writes BENCHMARKS.md, BENCHMARKS.png
+## and build/bench/. STOWAGE_BENCH_QUICK=1 or STOWAGE_BENCH_NS=... for a try.
+bench:
+	CGO_ENABLED=0 $(GO) build -trimpath -tags stowagebench -ldflags '$(LDFLAGS)' -o build/bench/stowage ./cmd/stowage
+	$(GO) build -trimpath -o build/bench/stowage-bench ./cmd/stowage-bench
+	STOWAGE_BENCH_BIN=$(abspath build/bench/stowage) STOWAGE_BENCH_FLOOR=$(abspath build/bench/stowage-bench) \
+	STOWAGE_BENCH_OUT=$(abspath build/bench) STOWAGE_BENCH_DOC=$(abspath BENCHMARKS.md) \
+	$(GO) test -tags stowagebench -count=1 -run '^TestBench$$' -timeout 20m -v ./cmd/stowage-bench
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
