@@ -154,8 +154,28 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 		return volErr(name, "%v; nothing was created", err)
 	}
 
-	unlock := d.locks.Lock(name)
-	defer unlock()
+	// A clone locks its source too, both in name order so two clones of
+	// each other cannot deadlock.
+	from := opts[backend.KeyFrom]
+	if from != "" {
+		if err := ValidateName(from); err != nil {
+			return volErr(name, "option from: %v; nothing was created", err)
+		}
+		if from == name {
+			return volErr(name, "cannot be a copy of itself; nothing was created")
+		}
+		first, second := name, from
+		if second < first {
+			first, second = second, first
+		}
+		unlockFirst := d.locks.Lock(first)
+		defer unlockFirst()
+		unlockSecond := d.locks.Lock(second)
+		defer unlockSecond()
+	} else {
+		unlock := d.locks.Lock(name)
+		defer unlock()
+	}
 	existing, err := d.cfg.Store.Get(name)
 	switch {
 	case err == nil:
@@ -169,10 +189,34 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 		return volErr(name, "reading its record: %v", err)
 	}
 
+	var src *store.Volume
+	var cloner backend.Cloner
+	if from != "" {
+		if src, err = d.load(from); err != nil {
+			return volErr(name, "option from: %v; nothing was created", err)
+		}
+		if src.Backend != id {
+			return volErr(name, "option from: volume %q uses backend %q, not %q: a copy must use its source's backend; nothing was created", from, src.Backend, id)
+		}
+		if n := d.liveMounts(src); n > 0 && opts[backend.KeyFromMounted] != "true" {
+			return volErr(name, "option from: volume %q is mounted by %d container mount(s), so a copy may be inconsistent; stop them, or pass -o %s=true to copy anyway; nothing was created", from, n, backend.KeyFromMounted)
+		}
+		var ok bool
+		if cloner, ok = inst.Backend.(backend.Cloner); !ok {
+			return volErr(name, "backend %q cannot copy volumes; nothing was created", id)
+		}
+	}
+
 	vol := &store.Volume{Name: name, Backend: id, Options: opts, CreatedAt: d.cfg.Now().UTC().Truncate(time.Second)}
 	ctx, cancel := context.WithTimeout(context.Background(), createTimeout)
 	defer cancel()
-	if err := inst.Create(ctx, vol, opts); err != nil {
+	if cloner != nil {
+		start := time.Now()
+		if err := cloner.Clone(ctx, src, vol, opts); err != nil {
+			return volErr(name, "copying volume %q failed: %v; nothing was created", from, err)
+		}
+		d.log.WithFields(logrus.Fields{"op": "Create", "volume": name, "from": from, "duration": time.Since(start)}).Info("volume cloned")
+	} else if err := inst.Create(ctx, vol, opts); err != nil {
 		return volErr(name, "%v", err)
 	}
 	if err := d.cfg.Store.Create(vol); err != nil {
@@ -512,4 +556,53 @@ func (d *Driver) Release(req *ReleaseRequest) (*ReleaseResponse, error) {
 		}
 	}
 	return &ReleaseResponse{Released: released}, nil
+}
+
+// ResizeRequest asks to grow a volume to Size (like "20G").
+type ResizeRequest struct {
+	Name string
+	Size string
+}
+
+// ResizeResponse gives the size now recorded, in bytes.
+type ResizeResponse struct {
+	Size uint64
+}
+
+// Resize grows a volume whose backend can (backend.Resizer) and records the
+// options the backend returns, under the volume's lock.
+func (d *Driver) Resize(req *ResizeRequest) (*ResizeResponse, error) {
+	size, err := backend.ParseSize(req.Size)
+	if err != nil {
+		return nil, volErr(req.Name, "size %q: %v", req.Size, err)
+	}
+	unlock := d.locks.Lock(req.Name)
+	defer unlock()
+	vol, err := d.load(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	inst, err := d.instance(vol)
+	if err != nil {
+		return nil, err
+	}
+	r, ok := inst.Backend.(backend.Resizer)
+	if !ok {
+		return nil, volErr(vol.Name, "its backend %q cannot resize volumes", vol.Backend)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), createTimeout)
+	defer cancel()
+	start := time.Now()
+	opts, err := r.Resize(ctx, vol, size)
+	if err != nil {
+		return nil, volErr(vol.Name, "resize failed: %v", err)
+	}
+	if _, err := d.cfg.Store.Update(vol.Name, func(v *store.Volume) error {
+		v.Options = opts
+		return nil
+	}); err != nil {
+		return nil, volErr(vol.Name, "it was resized but recording the new size failed: %v; run the resize again to record it", err)
+	}
+	d.log.WithFields(logrus.Fields{"op": "Resize", "volume": vol.Name, "size": size, "duration": time.Since(start)}).Info("volume resized")
+	return &ResizeResponse{Size: size}, nil
 }

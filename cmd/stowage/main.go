@@ -26,6 +26,8 @@ func commands() []command {
 	return []command{
 		{"serve", "run the volume plugin daemon", runServe},
 		{"release", "release mount-ledger entries Docker will never unmount (after a reboot)", runRelease},
+		{"backends", "list the built-in backends with their options", runBackends},
+		{"resize", "grow a volume (image backend) to a new size", runResize},
 		{"version", "print version and commit", runVersion},
 	}
 }

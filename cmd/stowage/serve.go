@@ -214,6 +214,10 @@ func operatorEndpoints(drv *driver.Driver) map[string]plugin.Endpoint {
 			NewRequest: func() interface{} { return &driver.ReleaseRequest{} },
 			Call:       func(r interface{}) (interface{}, error) { return drv.Release(r.(*driver.ReleaseRequest)) },
 		},
+		"Resize": {
+			NewRequest: func() interface{} { return &driver.ResizeRequest{} },
+			Call:       func(r interface{}) (interface{}, error) { return drv.Resize(r.(*driver.ResizeRequest)) },
+		},
 		"Reconcile": {
 			Call: func(interface{}) (interface{}, error) {
 				rep, err := drv.Reconcile(context.Background())
