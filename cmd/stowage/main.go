@@ -28,6 +28,9 @@ func commands() []command {
 		{"release", "release mount-ledger entries Docker will never unmount (after a reboot)", runRelease},
 		{"backends", "list the built-in backends with their options", runBackends},
 		{"resize", "grow a volume (image backend) to a new size", runResize},
+		{"ls", "list volumes (from the daemon, or the state file read-only when it is down)", runLs},
+		{"inspect", "show one volume's record and mount ledger", runInspect},
+		{"doctor", "check state against data on disk and the mount table; --fix does only what cannot lose data", runDoctor},
 		{"version", "print version and commit", runVersion},
 	}
 }

@@ -156,6 +156,7 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		return err
 	}
 	hopts := plugin.HandlerOptions{Log: log, Operator: operatorEndpoints(drv)}
+	hopts.Operator["Volumes"] = volumesEndpoint(st, insts)
 	if mets != nil {
 		hopts.Observer = mets.ObserveRequest
 	}
