@@ -1,0 +1,10 @@
+package ops
+
+import (
+	"context"
+	"time"
+)
+
+func ctxT() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), time.Minute)
+}
