@@ -94,9 +94,9 @@ func TestMetricsCountWhatADockerWorkloadDid(t *testing.T) {
 	after := scrape(t, addr)
 	delta := func(k string) float64 { return after[k] - before[k] }
 	want := map[string]float64{
-		`stowage_requests_total{op="Create",result="ok"}`:    2,
-		`stowage_requests_total{op="Create",result="error"}`: 1,
-		`stowage_requests_total{op="Remove",result="ok"}`:    1,
+		`stowage_requests_total{op="Create",result="ok"}`:     2,
+		`stowage_requests_total{op="Create",result="error"}`:  1,
+		`stowage_requests_total{op="Remove",result="ok"}`:     1,
 		`stowage_request_duration_seconds_count{op="Create"}`: 3,
 	}
 	for k, v := range want {
