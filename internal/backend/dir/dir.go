@@ -9,10 +9,15 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/stowage/stowage/internal/backend"
+	"github.com/stowage/stowage/internal/btrfs"
+	"github.com/stowage/stowage/internal/copyfs"
 	"github.com/stowage/stowage/internal/mounttable"
 	"github.com/stowage/stowage/internal/safefs"
 )
@@ -23,39 +28,134 @@ const ID = "dir"
 // Module registers the dir backend.
 var Module = backend.Module{
 	ID:      ID,
-	Summary: "a directory under the root (like Docker's local driver, with ownership and mode at create)",
-	Options: backend.Ownership(),
-	New:     func(env backend.Env) (backend.Backend, error) { return &Dir{dir: env.Dir}, nil },
+	Summary: "a directory under the root (like Docker's local driver, with ownership and mode at create); on a btrfs root each volume is a subvolume, size-limited by a qgroup",
+	Options: append(backend.Ownership(),
+		backend.Option{Name: backend.KeySize, Type: backend.TypeSize, Help: "hard limit, enforced by a btrfs qgroup: only when stowage's root is on btrfs (elsewhere use backend=image)"},
+		backend.OptFrom, backend.OptFromMounted,
+	),
+	New: newDir,
+}
+
+func newDir(env backend.Env) (backend.Backend, error) {
+	isBtrfs, err := btrfs.Is(env.Dir)
+	if err != nil {
+		return nil, err
+	}
+	log := env.Log
+	if log == nil {
+		log = logrus.New()
+	}
+	return &Dir{dir: env.Dir, btrfs: isBtrfs, log: log}, nil
 }
 
 // Dir is the provisioned backend.
-type Dir struct{ dir string }
+type Dir struct {
+	dir string
+	// btrfs: volumes are subvolumes; size is a qgroup limit, clones are
+	// snapshots.
+	btrfs bool
+	log   logrus.FieldLogger
+}
 
-var _ backend.Backend = (*Dir)(nil)
+var (
+	_ backend.Backend  = (*Dir)(nil)
+	_ backend.Cloner   = (*Dir)(nil)
+	_ backend.Usager   = (*Dir)(nil)
+	_ backend.Statuser = (*Dir)(nil)
+)
 
 func (d *Dir) path(name string) string { return filepath.Join(d.dir, name) }
 
-// Validate has nothing beyond the schema to check.
-func (d *Dir) Validate(backend.Options) error { return nil }
+// Validate refuses size where it cannot be enforced.
+func (d *Dir) Validate(opts backend.Options) error {
+	if opts[backend.KeySize] != "" && !d.btrfs {
+		return fmt.Errorf("option size needs stowage's root (%s) on btrfs, where a qgroup enforces it; this filesystem has no usable quota here. Use -o backend=image for a size-limited volume", d.dir)
+	}
+	return nil
+}
 
-// Create makes the directory and applies ownership and mode.
-func (d *Dir) Create(_ context.Context, vol *backend.Volume, opts backend.Options) error {
+// Create makes the directory (a subvolume on btrfs, with its limit) and
+// applies ownership and mode.
+func (d *Dir) Create(ctx context.Context, vol *backend.Volume, opts backend.Options) (err error) {
 	p := d.path(vol.Name)
-	err := os.Mkdir(p, 0o700)
-	if errors.Is(err, os.ErrExist) {
-		// A crash between mkdir and the record's commit leaves an empty
-		// directory; adopting it loses nothing. Anything else is kept.
+	if err := d.makeEmpty(ctx, vol.Name, opts[backend.KeySize] != ""); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			d.undo(vol.Name)
+		}
+	}()
+	if err := d.limit(ctx, vol.Name, opts[backend.KeySize]); err != nil {
+		return err
+	}
+	return ApplyOwnership(p, opts)
+}
+
+// makeEmpty creates the volume's empty directory or subvolume. A crash
+// between mkdir and the record's commit leaves an empty directory; adopting
+// it loses nothing. Anything else is kept and reported.
+func (d *Dir) makeEmpty(ctx context.Context, name string, sized bool) error {
+	p := d.path(name)
+	if _, err := os.Lstat(p); err == nil {
 		if aerr := adoptable(p); aerr != nil {
 			return fmt.Errorf("its data directory %s already exists but no volume records it (%v); nothing was changed: inspect it and move it away, then create the volume again", p, aerr)
 		}
-	} else if err != nil {
-		return fmt.Errorf("creating its data directory: %w", err)
+		if !d.btrfs || btrfs.IsSubvolume(p) {
+			return nil
+		}
+		// An empty plain directory on btrfs: make it a subvolume instead.
+		if err := unix.Rmdir(p); err != nil {
+			return fmt.Errorf("replacing the empty leftover %s: %w", p, err)
+		}
 	}
-	if err := ApplyOwnership(p, opts); err != nil {
-		unix.Rmdir(p) // empty: ours, just made or adopted empty
-		return err
+	if !d.btrfs {
+		if err := os.Mkdir(p, 0o700); err != nil {
+			return fmt.Errorf("creating its data directory: %w", err)
+		}
+		return nil
 	}
-	return nil
+	if sized {
+		// Before the subvolume exists, so it is accounted from the start.
+		if err := btrfs.EnableQuota(ctx, d.dir); err != nil {
+			return err
+		}
+	}
+	return btrfs.CreateSubvolume(d.dir, name)
+}
+
+func (d *Dir) limit(ctx context.Context, name, size string) error {
+	if size == "" {
+		return nil
+	}
+	n, err := strconv.ParseUint(size, 10, 64)
+	if err != nil {
+		return fmt.Errorf("size %q: %v", size, err)
+	}
+	return btrfs.SetLimit(ctx, d.path(name), n)
+}
+
+// undo removes what a failed Create or Clone made: nothing there held user
+// data yet.
+func (d *Dir) undo(name string) {
+	if err := d.remove(name); err != nil {
+		d.log.WithFields(logrus.Fields{"op": "Create", "volume": name, "error": err}).Error("removing a half-made volume failed; reconcile will report it")
+	}
+}
+
+// InheritOwnership records src's uid, gid and mode options in dst: a copy's
+// root is its source's, whatever defaults dst was parsed with.
+func InheritOwnership(src, dst *backend.Volume) {
+	if dst.Options == nil {
+		dst.Options = map[string]string{}
+	}
+	for _, k := range []string{"uid", "gid", "mode"} {
+		if v, ok := src.Options[k]; ok {
+			dst.Options[k] = v
+		} else {
+			delete(dst.Options, k)
+		}
+	}
 }
 
 // ApplyOwnership applies the common uid, gid and mode options to path.
@@ -126,9 +226,97 @@ func (d *Dir) Activate(_ context.Context, vol *backend.Volume) error {
 // Deactivate has nothing to bring down.
 func (d *Dir) Deactivate(context.Context, *backend.Volume) error { return nil }
 
-// Remove deletes the directory, never crossing a mount or a symlink.
+// Remove deletes the directory, never crossing a mount or a symlink; a
+// subvolume is destroyed whole, after the same mount check.
 func (d *Dir) Remove(_ context.Context, vol *backend.Volume) error {
-	return safefs.RemoveTree(d.path(vol.Name))
+	return d.remove(vol.Name)
+}
+
+func (d *Dir) remove(name string) error {
+	p := d.path(name)
+	if d.btrfs && btrfs.IsSubvolume(p) {
+		mounts, err := mounttable.Under(p)
+		if err != nil {
+			return err
+		}
+		if len(mounts) > 0 {
+			return fmt.Errorf("refusing to remove %s: %w (%s); unmount it first", p, safefs.ErrMounted, strings.Join(mounts, ", "))
+		}
+		return btrfs.DeleteSubvolume(d.dir, name)
+	}
+	return safefs.RemoveTree(p)
+}
+
+// Clone snapshots the source subvolume on btrfs (instant, atomic); else it
+// copies the tree preserving ownership, modes, xattrs, symlinks and hard
+// links, reflinking file data where the filesystem can.
+func (d *Dir) Clone(ctx context.Context, src, dst *backend.Volume, opts backend.Options) (err error) {
+	sp, dp := d.path(src.Name), d.path(dst.Name)
+	if _, err := os.Lstat(dp); err == nil {
+		return fmt.Errorf("its data directory %s already exists but no volume records it; nothing was changed: inspect it and move it away", dp)
+	}
+	InheritOwnership(src, dst)
+	size := opts[backend.KeySize]
+	if size == "" {
+		size = src.Options[backend.KeySize]
+	}
+	if size != "" {
+		if dst.Options == nil {
+			dst.Options = map[string]string{}
+		}
+		dst.Options[backend.KeySize] = size
+	}
+	defer func() {
+		if err != nil {
+			d.undo(dst.Name)
+		}
+	}()
+	if d.btrfs && btrfs.IsSubvolume(sp) {
+		if size != "" {
+			if err := btrfs.EnableQuota(ctx, d.dir); err != nil {
+				return err
+			}
+		}
+		if err := btrfs.Snapshot(sp, d.dir, dst.Name); err != nil {
+			return err
+		}
+		return d.limit(ctx, dst.Name, size)
+	}
+	if err := d.makeEmpty(ctx, dst.Name, size != ""); err != nil {
+		return err
+	}
+	if err := d.limit(ctx, dst.Name, size); err != nil {
+		return err
+	}
+	return copyfs.Tree(dp, sp)
+}
+
+// Usage reports the qgroup's referenced bytes on btrfs (one ioctl) and the
+// recorded limit; elsewhere a directory has no cheap usage.
+func (d *Dir) Usage(vol *backend.Volume) (backend.Usage, error) {
+	if !d.btrfs {
+		return backend.Usage{}, errors.New("no cheap usage for a plain directory")
+	}
+	var u backend.Usage
+	u.Limit, _ = strconv.ParseUint(vol.Options[backend.KeySize], 10, 64)
+	used, err := btrfs.Referenced(d.path(vol.Name))
+	if err != nil {
+		return u, err
+	}
+	u.Used = used
+	return u, nil
+}
+
+// Status says whether the volume is a subvolume, and its limit.
+func (d *Dir) Status(vol *backend.Volume) map[string]interface{} {
+	if !d.btrfs {
+		return nil
+	}
+	st := map[string]interface{}{"btrfs_subvolume": btrfs.IsSubvolume(d.path(vol.Name))}
+	if n, err := strconv.ParseUint(vol.Options[backend.KeySize], 10, 64); err == nil {
+		st["size_bytes"] = n
+	}
+	return st
 }
 
 // Inventory compares the backend's directory with the records.

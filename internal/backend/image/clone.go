@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stowage/stowage/internal/backend"
+	"github.com/stowage/stowage/internal/backend/dir"
 	"github.com/stowage/stowage/internal/copyfs"
 	"github.com/stowage/stowage/internal/loop"
 	"github.com/stowage/stowage/internal/tool"
@@ -24,6 +25,7 @@ func (b *Image) Clone(ctx context.Context, src, dst *backend.Volume, opts backen
 		dst.Options = map[string]string{}
 	}
 	dst.Options["fs"] = fs
+	dir.InheritOwnership(src, dst)
 	dst.Options[backend.KeySize] = strconv.FormatUint(sizeOf(src), 10)
 	if b.mounted(src.Name) {
 		// Copy what containers wrote so far, not what sits in caches.
