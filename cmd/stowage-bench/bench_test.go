@@ -1,0 +1,626 @@
+//go:build stowagebench
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+
+	"github.com/stowage/stowage/internal/client"
+	"github.com/stowage/stowage/internal/e2e/daemon"
+	"github.com/stowage/stowage/internal/e2e/engine"
+)
+
+// The benchmark drives a real `stowage serve` (built with -tags
+// stowagebench, so the slow backend exists) and the floor driver over their
+// unix sockets with dockerd's requests, then both and Docker's local driver
+// through a private engine's API. Settings come from the environment (the
+// Makefile's bench target sets them):
+//
+//	STOWAGE_BENCH_BIN    stowage built with -tags stowagebench
+//	STOWAGE_BENCH_FLOOR  the stowage-bench binary (serves the floor)
+//	STOWAGE_BENCH_OUT    directory for results.json, logs and the plot
+//	STOWAGE_BENCH_DOC    BENCHMARKS.md to (re)write between its markers
+//	STOWAGE_BENCH_NS     volume counts, default 1000,10000,100000
+//	STOWAGE_BENCH_QUICK  1: few samples, for trying the pipeline
+type config struct {
+	bin, floorBin, out, doc string
+	ns                      []int
+	quick                   bool
+}
+
+func loadConfig(t *testing.T) config {
+	c := config{
+		bin: os.Getenv("STOWAGE_BENCH_BIN"), floorBin: os.Getenv("STOWAGE_BENCH_FLOOR"),
+		out: os.Getenv("STOWAGE_BENCH_OUT"), doc: os.Getenv("STOWAGE_BENCH_DOC"),
+		quick: os.Getenv("STOWAGE_BENCH_QUICK") == "1",
+	}
+	if c.bin == "" || c.floorBin == "" || c.out == "" {
+		t.Fatal("run the benchmark with 'make bench' (it sets STOWAGE_BENCH_BIN, STOWAGE_BENCH_FLOOR and STOWAGE_BENCH_OUT)")
+	}
+	ns := os.Getenv("STOWAGE_BENCH_NS")
+	if ns == "" {
+		ns = "1000,10000,100000"
+	}
+	for _, s := range strings.Split(ns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 100 {
+			t.Fatalf("STOWAGE_BENCH_NS: %q is not a volume count of at least 100", s)
+		}
+		c.ns = append(c.ns, n)
+	}
+	sort.Ints(c.ns)
+	if err := os.MkdirAll(c.out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// samples returns n, or a tenth of it (at least 20) in a quick run.
+func (c config) samples(n int) int {
+	if c.quick {
+		return max(n/10, 20)
+	}
+	return n
+}
+
+// Dist is a latency distribution in milliseconds.
+type Dist struct {
+	P50     float64 `json:"p50_ms"`
+	P99     float64 `json:"p99_ms"`
+	Samples int     `json:"samples"`
+}
+
+func dist(ds []time.Duration) Dist {
+	if len(ds) == 0 {
+		return Dist{}
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	q := func(p float64) float64 {
+		i := int(p*float64(len(s))+0.5) - 1
+		i = min(max(i, 0), len(s)-1)
+		return float64(s[i]) / 1e6
+	}
+	return Dist{P50: q(0.50), P99: q(0.99), Samples: len(s)}
+}
+
+// Side is one driver's figures at one N.
+type Side struct {
+	Get          Dist    `json:"get"`
+	List         Dist    `json:"list"`
+	CreateRemove Dist    `json:"create_remove"`
+	MountUnmount Dist    `json:"mount_unmount"`
+	SeqCreates   float64 `json:"seq_creates_per_s"`
+	ConcCreates  float64 `json:"conc64_creates_per_s"`
+}
+
+// Level is everything measured with N existing volumes.
+type Level struct {
+	N               int     `json:"n"`
+	PopulateSeconds float64 `json:"populate_s"`
+	PopulateRate    float64 `json:"populate_per_s"`
+	Stowage         Side    `json:"stowage"`
+	Floor           Side    `json:"floor"`
+	ReadyMs         float64 `json:"start_to_ready_ms"`
+	RSSStartMiB     float64 `json:"rss_after_start_mib"`
+	RSSListMiB      float64 `json:"rss_after_list_mib"`
+	HWMMiB          float64 `json:"rss_peak_mib"`
+	StateFileMiB    float64 `json:"state_file_mib"`
+	BusyGet         Dist    `json:"busy_get"`
+	BusyCreateS     float64 `json:"busy_create_s"`
+}
+
+// DockerCmp is the Docker API create+rm pair per driver.
+type DockerCmp struct {
+	Local   Dist `json:"local"`
+	Floor   Dist `json:"floor"`
+	Stowage Dist `json:"stowage"`
+}
+
+// Results is one run.
+type Results struct {
+	Started  time.Time         `json:"started"`
+	Seconds  float64           `json:"seconds"`
+	Command  string            `json:"command"`
+	Machine  map[string]string `json:"machine"`
+	LoadFrom string            `json:"load_before"`
+	LoadTo   string            `json:"load_after"`
+	Quick    bool              `json:"quick"`
+	Levels   []Level           `json:"levels"`
+	Docker   DockerCmp         `json:"docker"`
+	DockerN  int               `json:"docker_at_n"`
+}
+
+// proc is one plugin process on a socket.
+type proc struct {
+	name, sock string
+	args       []string
+	bin        string
+	logPath    string
+	cmd        *exec.Cmd
+	done       chan struct{}
+	c          *client.Client
+}
+
+func startProc(t *testing.T, p *proc) time.Duration {
+	t.Helper()
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	began := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", p.bin, err)
+	}
+	p.cmd, p.done = cmd, make(chan struct{})
+	go func(done chan struct{}) { cmd.Wait(); close(done) }(p.done)
+	// Fresh client: the old one's pooled connections died with the process.
+	p.c = client.New(p.sock)
+	return p.waitReady(t, began, "")
+}
+
+// waitReady polls until the socket answers; with probe set, until Get of
+// that existing volume answers with the volume, which is what dockerd needs.
+func (p *proc) waitReady(t *testing.T, began time.Time, probe string) time.Duration {
+	t.Helper()
+	for time.Since(began) < 60*time.Second {
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited at start; see %s", p.bin, p.logPath)
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var err error
+		if probe == "" {
+			err = p.c.Call(ctx, "/Plugin.Activate", nil, nil)
+		} else {
+			var r volume.GetResponse
+			err = p.c.Call(ctx, "/VolumeDriver.Get", &volume.GetRequest{Name: probe}, &r)
+			if err == nil && (r.Volume == nil || r.Volume.Name != probe) {
+				err = fmt.Errorf("Get %s answered %+v", probe, r.Volume)
+			}
+		}
+		cancel()
+		if err == nil {
+			return time.Since(began)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("%s did not answer on %s within 60s; see %s", p.bin, p.sock, p.logPath)
+	return 0
+}
+
+func (p *proc) stop(t *testing.T) {
+	if p.cmd == nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(60 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("%s did not stop within 60s of SIGTERM; killed", p.bin)
+	}
+	p.cmd = nil
+	p.c.HTTP.CloseIdleConnections()
+}
+
+// restart stops stowage and times its start until Get of probe answers.
+func (p *proc) restart(t *testing.T, probe string) time.Duration {
+	p.stop(t)
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	p.c = client.New(p.sock)
+	began := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logf.Close()
+	p.cmd, p.done = cmd, make(chan struct{})
+	go func(done chan struct{}) { cmd.Wait(); close(done) }(p.done)
+	return p.waitReady(t, began, probe)
+}
+
+// rss reads VmRSS and VmHWM of the process, in MiB.
+func (p *proc) rss(t *testing.T) (rss, hwm float64) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(fields[1], 64)
+		switch fields[0] {
+		case "VmRSS:":
+			rss = kb / 1024
+		case "VmHWM:":
+			hwm = kb / 1024
+		}
+	}
+	return rss, hwm
+}
+
+func call(t *testing.T, c *client.Client, op string, req, resp interface{}) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := c.Call(ctx, "/VolumeDriver."+op, req, resp); err != nil {
+		t.Fatalf("%s: %v", op, err)
+	}
+}
+
+func timed(t *testing.T, c *client.Client, op string, req, resp interface{}) time.Duration {
+	t.Helper()
+	s := time.Now()
+	call(t, c, op, req, resp)
+	return time.Since(s)
+}
+
+func volName(i int) string { return fmt.Sprintf("v%07d", i) }
+
+func mountID(r *rand.Rand) string {
+	b := make([]byte, 32)
+	r.Read(b)
+	return fmt.Sprintf("%x", b)
+}
+
+// populate creates volumes from..to-1 with 64 callers at once.
+func populate(t *testing.T, c *client.Client, from, to int) {
+	var next atomic.Int64
+	next.Store(int64(from))
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := 0; w < 64; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= to {
+					return
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				err := c.Call(ctx, "/VolumeDriver.Create", &volume.CreateRequest{Name: volName(i)}, nil)
+				cancel()
+				if err != nil {
+					errs <- fmt.Errorf("create %s: %w", volName(i), err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// creates times n Creates by `workers` callers at once, then removes them
+// (untimed); it returns Creates per second.
+func creates(t *testing.T, c *client.Client, prefix string, n, workers int) float64 {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s-%05d", prefix, i)
+	}
+	run := func(op string, timedRun bool) float64 {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		var failed atomic.Value
+		began := time.Now()
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= n {
+						return
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+					var err error
+					if op == "Create" {
+						err = c.Call(ctx, "/VolumeDriver.Create", &volume.CreateRequest{Name: names[i]}, nil)
+					} else {
+						err = c.Call(ctx, "/VolumeDriver.Remove", &volume.RemoveRequest{Name: names[i]}, nil)
+					}
+					cancel()
+					if err != nil {
+						failed.Store(fmt.Errorf("%s %s: %w", op, names[i], err))
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if err, _ := failed.Load().(error); err != nil {
+			t.Fatal(err)
+		}
+		return float64(n) / time.Since(began).Seconds()
+	}
+	rate := run("Create", true)
+	run("Remove", false)
+	return rate
+}
+
+// side measures one driver at N. Gets and Lists of both drivers are
+// interleaved in blocks by the caller, so load from other work on the
+// machine falls on both alike.
+type sideRun struct {
+	c     *client.Client
+	gets  []time.Duration
+	lists []time.Duration
+	cr    []time.Duration
+	mu    []time.Duration
+}
+
+func measureLevel(t *testing.T, cfg config, n int, sto, flo *proc, lvl *Level) {
+	r := rand.New(rand.NewSource(int64(n)))
+	runs := []*sideRun{{c: sto.c}, {c: flo.c}}
+
+	// Get: random existing volumes, both drivers in alternating blocks.
+	getN := cfg.samples(4000)
+	for block := 0; block < getN/200; block++ {
+		for _, s := range runs {
+			for i := 0; i < 200; i++ {
+				var resp volume.GetResponse
+				name := volName(r.Intn(n))
+				s.gets = append(s.gets, timed(t, s.c, "Get", &volume.GetRequest{Name: name}, &resp))
+				if resp.Volume == nil || resp.Volume.Name != name {
+					t.Fatalf("Get %s answered %+v", name, resp.Volume)
+				}
+			}
+		}
+	}
+	// List: the whole answer read and decoded, as dockerd does.
+	listN := cfg.samples(40)
+	if n >= 100000 {
+		listN = cfg.samples(15)
+	}
+	for i := 0; i < listN; i++ {
+		for _, s := range runs {
+			var resp volume.ListResponse
+			s.lists = append(s.lists, timed(t, s.c, "List", nil, &resp))
+			if len(resp.Volumes) != n {
+				t.Fatalf("List answered %d volumes, want %d", len(resp.Volumes), n)
+			}
+		}
+	}
+	lvl.RSSListMiB, lvl.HWMMiB = sto.rss(t)
+	// Create+Remove of a fresh volume, durable in stowage.
+	pairs := cfg.samples(400)
+	for i := 0; i < pairs; i++ {
+		for k, s := range runs {
+			name := fmt.Sprintf("cr-%d-%d-%d", n, k, i)
+			s.cr = append(s.cr, timed(t, s.c, "Create", &volume.CreateRequest{Name: name}, nil)+
+				timed(t, s.c, "Remove", &volume.RemoveRequest{Name: name}, nil))
+		}
+	}
+	// Mount+Unmount of an existing volume under a new mount ID.
+	for i := 0; i < pairs; i++ {
+		for _, s := range runs {
+			name, id := volName(r.Intn(n)), mountID(r)
+			var mr volume.MountResponse
+			d := timed(t, s.c, "Mount", &volume.MountRequest{Name: name, ID: id}, &mr)
+			if mr.Mountpoint == "" {
+				t.Fatalf("Mount %s answered no mountpoint", name)
+			}
+			s.mu = append(s.mu, d+timed(t, s.c, "Unmount", &volume.UnmountRequest{Name: name, ID: id}, nil))
+		}
+	}
+	for i, s := range runs {
+		side := &lvl.Stowage
+		if i == 1 {
+			side = &lvl.Floor
+		}
+		side.Get, side.List, side.CreateRemove, side.MountUnmount = dist(s.gets), dist(s.lists), dist(s.cr), dist(s.mu)
+	}
+	// Throughput: one caller, then 64 at once.
+	seqN, concN := cfg.samples(300), cfg.samples(1280)
+	lvl.Stowage.SeqCreates = creates(t, sto.c, fmt.Sprintf("seq-%d", n), seqN, 1)
+	lvl.Stowage.ConcCreates = creates(t, sto.c, fmt.Sprintf("conc-%d", n), concN, 64)
+	lvl.Floor.SeqCreates = creates(t, flo.c, fmt.Sprintf("seq-%d", n), seqN, 1)
+	lvl.Floor.ConcCreates = creates(t, flo.c, fmt.Sprintf("conc-%d", n), concN, 64)
+
+	// One Create held busy for 5 s by the slow backend; meanwhile Get other
+	// volumes one after another and see that none waits for it.
+	busy := fmt.Sprintf("busy-%d", n)
+	done := make(chan time.Duration)
+	go func() {
+		s := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		err := sto.c.Call(ctx, "/VolumeDriver.Create", &volume.CreateRequest{Name: busy, Options: map[string]string{"backend": "slow", "delay": "5s"}}, nil)
+		if err != nil {
+			t.Errorf("slow Create: %v", err)
+		}
+		done <- time.Since(s)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	var busyGets []time.Duration
+loop:
+	for {
+		select {
+		case d := <-done:
+			lvl.BusyCreateS = d.Seconds()
+			break loop
+		default:
+		}
+		busyGets = append(busyGets, timed(t, sto.c, "Get", &volume.GetRequest{Name: volName(r.Intn(n))}, &volume.GetResponse{}))
+		time.Sleep(200 * time.Microsecond)
+	}
+	lvl.BusyGet = dist(busyGets)
+	if lvl.BusyCreateS < 5 {
+		t.Fatalf("the slow Create took %.2fs: the slow backend did not hold it", lvl.BusyCreateS)
+	}
+	call(t, sto.c, "Remove", &volume.RemoveRequest{Name: busy}, nil)
+}
+
+// dockerPairs times create+rm pairs through the engine's API, one pair per
+// driver per round, in rotating order.
+func dockerPairs(t *testing.T, cfg config, e *engine.Engine, drivers []string) [][]time.Duration {
+	sock := strings.TrimPrefix(e.Host(), "unix://")
+	hc := &http.Client{Timeout: 3 * time.Minute, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+	do := func(method, path string, body interface{}, want int) time.Duration {
+		var rd io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			rd = bytes.NewReader(b)
+		}
+		req, _ := http.NewRequest(method, "http://docker/v1.41"+path, rd)
+		req.Header.Set("Content-Type", "application/json")
+		s := time.Now()
+		res, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		raw, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		d := time.Since(s)
+		if res.StatusCode != want {
+			t.Fatalf("%s %s: %s: %s", method, path, res.Status, raw)
+		}
+		return d
+	}
+	pair := func(driver, name string) time.Duration {
+		return do("POST", "/volumes/create", map[string]string{"Name": name, "Driver": driver}, http.StatusCreated) +
+			do("DELETE", "/volumes/"+name, nil, http.StatusNoContent)
+	}
+	out := make([][]time.Duration, len(drivers))
+	for i, d := range drivers { // warm up: plugin activation, connections
+		for k := 0; k < 10; k++ {
+			pair(d, fmt.Sprintf("warm-%d-%d", i, k))
+		}
+	}
+	rounds := cfg.samples(300)
+	for r := 0; r < rounds; r++ {
+		for k := range drivers {
+			i := (r + k) % len(drivers)
+			out[i] = append(out[i], pair(drivers[i], fmt.Sprintf("dk-%d-%d", i, r)))
+		}
+	}
+	return out
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(b))
+}
+
+func TestBench(t *testing.T) {
+	cfg := loadConfig(t)
+	began := time.Now()
+	res := &Results{Started: began.UTC(), Quick: cfg.quick, LoadFrom: loadavg(), Machine: machine(),
+		Command: "make bench"}
+	if v := os.Getenv("STOWAGE_BENCH_NS"); v != "" {
+		res.Command = "STOWAGE_BENCH_NS=" + v + " " + res.Command
+	}
+	if cfg.quick {
+		res.Command = "STOWAGE_BENCH_QUICK=1 " + res.Command
+	}
+
+	root, err := os.MkdirTemp("", "stwbench-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 100 000 volume directories live here: remove them whatever happens.
+	t.Cleanup(func() {
+		if err := os.RemoveAll(root); err != nil {
+			t.Errorf("removing %s: %v", root, err)
+		}
+	})
+	stoName, floName := daemon.RandomName("stwb"), daemon.RandomName("flrb")
+	sto := &proc{name: stoName, sock: "/run/docker/plugins/" + stoName + ".sock", bin: cfg.bin,
+		args:    []string{"serve", "--root", root, "--socket", stoName},
+		logPath: filepath.Join(cfg.out, "stowage.log")}
+	flo := &proc{name: floName, sock: "/run/docker/plugins/" + floName + ".sock", bin: cfg.floorBin,
+		args: []string{"floor", "--socket", floName}, logPath: filepath.Join(cfg.out, "floor.log")}
+	os.Remove(sto.logPath)
+	os.Remove(flo.logPath)
+	startProc(t, sto)
+	t.Cleanup(func() { sto.stop(t) })
+	startProc(t, flo)
+	t.Cleanup(func() { flo.stop(t) })
+
+	have := 0
+	for li, n := range cfg.ns {
+		lvl := Level{N: n}
+		s := time.Now()
+		populate(t, sto.c, have, n)
+		lvl.PopulateSeconds = time.Since(s).Seconds()
+		lvl.PopulateRate = float64(n-have) / lvl.PopulateSeconds
+		populate(t, flo.c, have, n)
+		have = n
+		t.Logf("N=%d: populated stowage in %.1fs (%.0f creates/s, 64 callers)", n, lvl.PopulateSeconds, lvl.PopulateRate)
+
+		lvl.ReadyMs = float64(sto.restart(t, volName(n-1))) / 1e6
+		lvl.RSSStartMiB, _ = sto.rss(t)
+		if fi, err := os.Stat(filepath.Join(root, "stowage.db")); err == nil {
+			lvl.StateFileMiB = float64(fi.Size()) / (1 << 20)
+		}
+		measureLevel(t, cfg, n, sto, flo, &lvl)
+		t.Logf("N=%d: %+v", n, lvl)
+		res.Levels = append(res.Levels, lvl)
+
+		if li == 0 {
+			// Docker API comparison at the smallest N: dockerd's own cost
+			// does not depend on how many volumes the plugin holds.
+			e := engine.Start(t, engine.Options{Name: "bench"})
+			ds := dockerPairs(t, cfg, e, []string{"local", floName, stoName})
+			res.Docker = DockerCmp{Local: dist(ds[0]), Floor: dist(ds[1]), Stowage: dist(ds[2])}
+			res.DockerN = n
+			t.Logf("docker pairs: %+v", res.Docker)
+			e.Stop(t)
+		}
+	}
+	res.Seconds = time.Since(began).Seconds()
+	res.LoadTo = loadavg()
+
+	raw, _ := json.MarshalIndent(res, "", "  ")
+	if err := os.WriteFile(filepath.Join(cfg.out, "results.json"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeReport(res, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("benchmark took %.0fs", res.Seconds)
+}

@@ -1,0 +1,219 @@
+//go:build stowagebench
+
+package main
+
+import (
+	"fmt"
+	"image/color"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+)
+
+// machine describes where the run happened, from the usual tools.
+func machine() map[string]string {
+	run := func(name string, args ...string) string {
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			return fmt.Sprintf("(%s: %v)", name, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	cpu := "unknown"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	return map[string]string{
+		"nproc":  run("nproc"),
+		"cpu":    cpu,
+		"memory": run("free", "-h"),
+		"kernel": run("uname", "-srvm"),
+		"disk":   run("findmnt", "-n", "-o", "SOURCE,FSTYPE,OPTIONS", "-T", os.TempDir()) + "\n" + run("lsblk", "-d", "-o", "NAME,ROTA,SIZE,TYPE"),
+		"go":     run("go", "version"),
+		"docker": run("dockerd", "--version"),
+	}
+}
+
+// Target is one of issue 6's targets with its measured value.
+type Target struct {
+	What, Measured, Limit string
+	OK                    bool
+}
+
+func targets(r *Results) []Target {
+	if len(r.Levels) == 0 {
+		return nil
+	}
+	lo, hi := r.Levels[0], r.Levels[len(r.Levels)-1]
+	var ts []Target
+	add := func(what string, ok bool, measured, limit string) {
+		ts = append(ts, Target{what, measured, limit, ok})
+	}
+	g := hi.Stowage.Get.P50 / hi.Floor.Get.P50
+	add(fmt.Sprintf("Get p50 at N=%d / floor's Get p50", hi.N), g <= 1.2, fmt.Sprintf("%.3f / %.3f ms = %.2f×", hi.Stowage.Get.P50, hi.Floor.Get.P50, g), "≤ 1.2×")
+	cr := hi.Stowage.CreateRemove.P50 / lo.Stowage.CreateRemove.P50
+	add(fmt.Sprintf("Create+Remove p50 at N=%d / at N=%d", hi.N, lo.N), cr <= 1.5, fmt.Sprintf("%.2f / %.2f ms = %.2f×", hi.Stowage.CreateRemove.P50, lo.Stowage.CreateRemove.P50, cr), "≤ 1.5×")
+	add(fmt.Sprintf("List p50 at N=%d", hi.N), hi.Stowage.List.P50 <= 200, fmt.Sprintf("%.0f ms (p99 %.0f ms)", hi.Stowage.List.P50, hi.Stowage.List.P99), "≤ 200 ms")
+	add(fmt.Sprintf("start to ready at N=%d", hi.N), hi.ReadyMs <= 1000, fmt.Sprintf("%.0f ms", hi.ReadyMs), "≤ 1 s")
+	rss := max(hi.RSSStartMiB, hi.RSSListMiB)
+	add(fmt.Sprintf("resident memory at N=%d (after start / after List / peak)", hi.N), rss <= 64, fmt.Sprintf("%.1f / %.1f / %.1f MiB", hi.RSSStartMiB, hi.RSSListMiB, hi.HWMMiB), "≤ 64 MiB")
+	d := r.Docker.Stowage.P50 / r.Docker.Floor.P50
+	add("Docker API create+rm pair, stowage / floor plugin (p50)", d <= 1.25, fmt.Sprintf("%.2f / %.2f ms = %.2f× (stowage / local: %.2f×; floor / local: %.2f×)", r.Docker.Stowage.P50, r.Docker.Floor.P50, d, r.Docker.Stowage.P50/r.Docker.Local.P50, r.Docker.Floor.P50/r.Docker.Local.P50), "≤ 1.25×")
+	worst, worstN := 1e9, 0
+	for _, l := range r.Levels {
+		if s := l.Stowage.ConcCreates / l.Stowage.SeqCreates; s < worst {
+			worst, worstN = s, l.N
+		}
+	}
+	add("64 concurrent durable Creates / one at a time (worst N)", worst >= 5, fmt.Sprintf("%.1f× (N=%d)", worst, worstN), "≥ 5×")
+	bw, bn := 0.0, 0
+	for _, l := range r.Levels {
+		if l.BusyGet.P99 > bw {
+			bw, bn = l.BusyGet.P99, l.N
+		}
+	}
+	add("Get p99 while one Create is busy 5 s (worst N)", bw <= 5, fmt.Sprintf("%.2f ms (N=%d)", bw, bn), "≤ 5 ms")
+	return ts
+}
+
+const (
+	beginMark = "<!-- bench:begin (written by make bench; edit outside these marks) -->"
+	endMark   = "<!-- bench:end -->"
+)
+
+func writeReport(r *Results, cfg config) error {
+	png := filepath.Join(cfg.out, "latency.png")
+	if err := plotLatency(r, png); err != nil {
+		return fmt.Errorf("plot: %w", err)
+	}
+	md := renderResults(r)
+	if err := os.WriteFile(filepath.Join(cfg.out, "results.md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	if cfg.doc == "" || cfg.quick {
+		return nil // a quick run never overwrites the published figures
+	}
+	b, err := os.ReadFile(png)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(strings.TrimSuffix(cfg.doc, ".md")+".png", b, 0o644); err != nil {
+		return err
+	}
+	old, err := os.ReadFile(cfg.doc)
+	doc := string(old)
+	if err != nil || !strings.Contains(doc, beginMark) || !strings.Contains(doc, endMark) {
+		doc = "# Benchmarks\n\n" + beginMark + "\n" + endMark + "\n"
+	}
+	i, j := strings.Index(doc, beginMark)+len(beginMark), strings.Index(doc, endMark)
+	doc = doc[:i] + "\n" + md + doc[j:]
+	return os.WriteFile(cfg.doc, []byte(doc), 0o644)
+}
+
+func renderResults(r *Results) string {
+	var b strings.Builder
+	p := func(format string, a ...interface{}) { fmt.Fprintf(&b, format, a...) }
+	p("Run of %s, %s, took %.0f s. Command: `%s` (from the repository root, as root).\n\n",
+		r.Started.Format(time.RFC3339), map[bool]string{true: "QUICK (few samples)", false: "full"}[r.Quick], r.Seconds, r.Command)
+	p("Load average before / after: `%s` / `%s`.\n\n", r.LoadFrom, r.LoadTo)
+	p("### Machine\n\n```\nnproc: %s\nCPU: %s\nkernel: %s\n%s\ndisk:\n%s\n%s\n%s\n```\n\n", r.Machine["nproc"], r.Machine["cpu"], r.Machine["kernel"], r.Machine["memory"], r.Machine["disk"], r.Machine["go"], r.Machine["docker"])
+	p("### Targets\n\n| target | measured | limit | |\n|---|---|---|---|\n")
+	for _, t := range targets(r) {
+		p("| %s | %s | %s | %s |\n", t.What, t.Measured, t.Limit, map[bool]string{true: "met", false: "**missed**"}[t.OK])
+	}
+	p("\n### Latency over the plugin socket (ms, p50 / p99)\n\n")
+	p("stowage = `stowage serve` (dir backend, info logging, every change fsynced); floor = no-op in-memory driver on go-plugins-helpers. Both over their unix sockets with dockerd's requests from one caller, samples interleaved.\n\n")
+	p("| N | driver | Get | List | Create+Remove | Mount+Unmount | Creates/s, 1 caller | Creates/s, 64 callers | speed-up |\n|---|---|---|---|---|---|---|---|---|\n")
+	pd := func(d Dist) string { return fmt.Sprintf("%.3f / %.3f", d.P50, d.P99) }
+	for _, l := range r.Levels {
+		for _, s := range []struct {
+			name string
+			s    Side
+		}{{"stowage", l.Stowage}, {"floor", l.Floor}} {
+			p("| %d | %s | %s | %s | %s | %s | %.0f | %.0f | %.1f× |\n", l.N, s.name, pd(s.s.Get), pd(s.s.List), pd(s.s.CreateRemove), pd(s.s.MountUnmount), s.s.SeqCreates, s.s.ConcCreates, s.s.ConcCreates/s.s.SeqCreates)
+		}
+	}
+	p("\nSamples per N and driver: Get %d, List %d–%d, Create+Remove and Mount+Unmount %d pairs.\n\n",
+		r.Levels[0].Stowage.Get.Samples, r.Levels[len(r.Levels)-1].Stowage.List.Samples, r.Levels[0].Stowage.List.Samples, r.Levels[0].Stowage.CreateRemove.Samples)
+	p("### stowage at N volumes: start, memory, a busy Create\n\n")
+	p("| N | populate (64 callers over the socket) | start to ready | RSS after start | RSS after List | peak RSS | state file | Get p50 / p99 while one Create is busy | Gets during it | busy Create took |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, l := range r.Levels {
+		p("| %d | %.1f s (%.0f/s) | %.0f ms | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB | %s ms | %d | %.2f s |\n", l.N, l.PopulateSeconds, l.PopulateRate, l.ReadyMs, l.RSSStartMiB, l.RSSListMiB, l.HWMMiB, l.StateFileMiB, pd(l.BusyGet), l.BusyGet.Samples, l.BusyCreateS)
+	}
+	p("\nStart to ready: from exec of `stowage serve` until Get of an existing volume answers with it (open and check the state file, reconcile, listen).\n\n")
+	p("### Through the Docker API (private dockerd 20.10, N=%d)\n\n", r.DockerN)
+	p("`POST /volumes/create` + `DELETE /volumes/NAME` over the engine's unix socket, %d pairs per driver, rotating order; only the API calls are timed.\n\n", r.Docker.Stowage.Samples)
+	p("| driver | pair p50 | pair p99 | p50 / local |\n|---|---|---|---|\n")
+	for _, d := range []struct {
+		n string
+		d Dist
+	}{{"local", r.Docker.Local}, {"floor (legacy plugin)", r.Docker.Floor}, {"stowage (legacy plugin)", r.Docker.Stowage}} {
+		p("| %s | %.2f ms | %.2f ms | %.2f× |\n", d.n, d.d.P50, d.d.P99, d.d.P50/r.Docker.Local.P50)
+	}
+	p("\n![p50 latency against N](BENCHMARKS.png)\n\n")
+	return b.String()
+}
+
+// plotLatency draws p50 latency against N on log-log axes, stowage solid,
+// floor dashed, one colour per operation.
+func plotLatency(r *Results, path string) error {
+	p := plot.New()
+	p.Title.Text = "stowage vs floor: p50 latency over the plugin socket"
+	p.X.Label.Text = "existing volumes (N)"
+	p.Y.Label.Text = "latency p50 (ms)"
+	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
+	p.X.Tick.Marker, p.Y.Tick.Marker = plot.LogTicks{Prec: -1}, plot.LogTicks{Prec: -1}
+	p.Legend.Top, p.Legend.Left = true, true
+	ops := []struct {
+		name string
+		get  func(Side) Dist
+		c    color.RGBA
+	}{
+		{"Get", func(s Side) Dist { return s.Get }, color.RGBA{0x1f, 0x77, 0xb4, 0xff}},
+		{"List", func(s Side) Dist { return s.List }, color.RGBA{0xd6, 0x27, 0x28, 0xff}},
+		{"Create+Remove", func(s Side) Dist { return s.CreateRemove }, color.RGBA{0x2c, 0xa0, 0x2c, 0xff}},
+		{"Mount+Unmount", func(s Side) Dist { return s.MountUnmount }, color.RGBA{0x94, 0x67, 0xbd, 0xff}},
+	}
+	for _, op := range ops {
+		for _, floor := range []bool{false, true} {
+			pts := make(plotter.XYs, 0, len(r.Levels))
+			for _, l := range r.Levels {
+				s := l.Stowage
+				if floor {
+					s = l.Floor
+				}
+				pts = append(pts, plotter.XY{X: float64(l.N), Y: max(op.get(s).P50, 1e-3)})
+			}
+			line, points, err := plotter.NewLinePoints(pts)
+			if err != nil {
+				return err
+			}
+			line.Color, points.Color = op.c, op.c
+			line.Width = vg.Points(2)
+			name := op.name + " stowage"
+			if floor {
+				line.Dashes = []vg.Length{vg.Points(6), vg.Points(4)}
+				points.Shape = draw.BoxGlyph{}
+				name = op.name + " floor"
+			} else {
+				points.Shape = draw.CircleGlyph{}
+			}
+			p.Add(line, points)
+			p.Legend.Add(name, line, points)
+		}
+	}
+	p.Add(plotter.NewGrid())
+	return p.Save(9*vg.Inch, 6*vg.Inch, path)
+}
