@@ -12,6 +12,17 @@ UNIT_PKGS = $(shell $(GO) list ./... | grep -v /e2e)
 
 .PHONY: all build run test unit e2e vet fmt clean bench
 
+# Managed plugin (see README "Install"). DOCKER_HOST picks the engine.
+DOCKER      ?= docker
+PLUGIN_NAME ?= stowage
+PLUGIN_TAG  ?= latest
+PLUGIN_DIR  ?= build/plugin
+BASE_IMAGE  ?= debian:bookworm-slim
+# e.g. --network none for an engine without networking
+DOCKER_BUILD_FLAGS ?=
+
+.PHONY: plugin enable push base-image
+
 all: build
 
 ## build: the static binary build/stowage
@@ -45,6 +56,29 @@ bench:
 	STOWAGE_BENCH_BIN=$(abspath build/bench/stowage) STOWAGE_BENCH_FLOOR=$(abspath build/bench/stowage-bench) \
 	STOWAGE_BENCH_OUT=$(abspath build/bench) STOWAGE_BENCH_DOC=$(abspath BENCHMARKS.md) \
 	$(GO) test -tags stowagebench -count=1 -run '^TestBench$$' -timeout 20m -v ./cmd/stowage-bench
+
+## base-image: make sure the engine has $(BASE_IMAGE) without pulling (debootstrap, cached in build/cache)
+base-image:
+	scripts/base-image.sh $(BASE_IMAGE)
+
+## plugin: build/plugin/{config.json,rootfs} from the Dockerfile, then docker plugin create $(PLUGIN_NAME):$(PLUGIN_TAG)
+plugin: build
+	@$(DOCKER) image inspect $(BASE_IMAGE) >/dev/null 2>&1 || { echo "no $(BASE_IMAGE) in the engine: docker pull it, or run make base-image"; exit 1; }
+	rm -rf $(PLUGIN_DIR)
+	mkdir -p $(PLUGIN_DIR)/rootfs
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) --build-arg BASE=$(BASE_IMAGE) -t stowage-rootfs:$(PLUGIN_TAG) .
+	id=$$($(DOCKER) create stowage-rootfs:$(PLUGIN_TAG)) && \
+	  { $(DOCKER) export $$id | tar -x -C $(PLUGIN_DIR)/rootfs; rc=$$?; $(DOCKER) rm -v $$id >/dev/null; exit $$rc; }
+	cp config.json $(PLUGIN_DIR)/config.json
+	$(DOCKER) plugin create $(PLUGIN_NAME):$(PLUGIN_TAG) $(PLUGIN_DIR)
+
+## enable: docker plugin enable $(PLUGIN_NAME):$(PLUGIN_TAG)
+enable:
+	$(DOCKER) plugin enable $(PLUGIN_NAME):$(PLUGIN_TAG)
+
+## push: docker plugin push $(PLUGIN_NAME):$(PLUGIN_TAG) (name it REGISTRY/stowage)
+push:
+	$(DOCKER) plugin push $(PLUGIN_NAME):$(PLUGIN_TAG)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

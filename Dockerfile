@@ -1,0 +1,18 @@
+# The managed plugin's root filesystem: Debian with the tools the backends
+# run (mkfs.*, btrfs, losetup), and the static binary `make build` made.
+# `make plugin` builds it and turns it into build/plugin/rootfs.
+ARG BASE=debian:bookworm-slim
+FROM ${BASE}
+# Install only what the base lacks: scripts/base-image.sh's base already has
+# the tools, so engines without network can build this too.
+RUN set -e; missing=""; \
+    for pair in mkfs.ext4:e2fsprogs mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs losetup:util-linux; do \
+      command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"; \
+    done; \
+    if [ -n "$missing" ]; then \
+      apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing && \
+      rm -rf /var/lib/apt/lists/*; \
+    fi; \
+    mkdir -p /data /mnt/volumes /run/docker/plugins
+COPY build/stowage /usr/bin/stowage
+ENTRYPOINT ["/usr/bin/stowage", "serve"]
