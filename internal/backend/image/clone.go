@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -125,6 +126,10 @@ func (b *Image) growMounted(ctx context.Context, name, fs string) error {
 	switch fs {
 	case "ext4":
 		_, err = tool.Run(ctx, "resize2fs", dev)
+		if err != nil && strings.Contains(err.Error(), "Permission denied") {
+			// The kernel wants CAP_SYS_RESOURCE for online ext4 growth.
+			err = fmt.Errorf("%v (growing a mounted ext4 needs CAP_SYS_RESOURCE, which stowage lacks here: stop the containers using the volume and resize again, which grows it offline)", err)
+		}
 	case "xfs":
 		_, err = tool.Run(ctx, "xfs_growfs", mnt)
 	case "btrfs":
