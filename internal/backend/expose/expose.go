@@ -44,7 +44,7 @@ func Wrap(insts map[string]backend.Instance, dir string, log logrus.FieldLogger)
 	}
 	out := make(map[string]backend.Instance, len(insts))
 	for id, inst := range insts {
-		inst.Backend = &Exposer{inner: inst.Backend, dir: dir, log: log.WithFields(logrus.Fields{"backend": id, "expose_dir": dir})}
+		inst.Backend = decorate(&Exposer{inner: inst.Backend, dir: dir, log: log.WithFields(logrus.Fields{"backend": id, "expose_dir": dir})})
 		out[id] = inst
 	}
 	return out, nil
@@ -196,6 +196,8 @@ func (e *Exposer) Status(vol *backend.Volume) map[string]interface{} {
 	return st
 }
 
+func (e *Exposer) self() *Exposer { return e }
+
 // Unwrap returns the decorated backend.
 func (e *Exposer) Unwrap() backend.Backend { return e.inner }
 
@@ -227,4 +229,36 @@ func emptyDir(p string) error {
 		return errors.New("it is not empty")
 	}
 	return nil
+}
+
+// decorate keeps the inner backend's optional abilities visible: the driver
+// asks for them by type assertion, so the wrapper must have exactly these.
+func decorate(e *Exposer) backend.Backend {
+	c, isC := e.inner.(backend.Cloner)
+	r, isR := e.inner.(backend.Resizer)
+	switch {
+	case isC && isR:
+		return &cloneResizer{e, c, r}
+	case isC:
+		return &cloner{e, c}
+	case isR:
+		return &resizer{e, r}
+	}
+	return e
+}
+
+type cloner struct {
+	*Exposer
+	backend.Cloner
+}
+
+type resizer struct {
+	*Exposer
+	backend.Resizer
+}
+
+type cloneResizer struct {
+	*Exposer
+	backend.Cloner
+	backend.Resizer
 }

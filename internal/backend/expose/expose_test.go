@@ -39,7 +39,8 @@ func setup(t *testing.T) (*Exposer, string, string) {
 			unix.Unmount(pts[i], unix.MNT_DETACH)
 		}
 	})
-	return insts["dir"].Backend.(*Exposer), data, exp
+	e := insts["dir"].Backend.(interface{ self() *Exposer }).self()
+	return e, data, exp
 }
 
 func mounted(t *testing.T, p string) bool {
@@ -158,5 +159,31 @@ func TestInventoryReportsLeftoverExposure(t *testing.T) {
 	}
 	if len(inv.Unrecorded) != 1 || len(inv.Problems) != 1 || !strings.Contains(inv.Problems[0], filepath.Join(exp, "gone")) {
 		t.Fatalf("inventory = %+v", inv)
+	}
+}
+
+type plain struct{ backend.Backend }
+type withClone struct {
+	backend.Backend
+	backend.Cloner
+}
+
+func TestWrapKeepsOptionalAbilities(t *testing.T) {
+	d, _ := dir.Module.New(backend.Env{Dir: t.TempDir()})
+	insts, err := Wrap(map[string]backend.Instance{
+		"p": {Backend: plain{d}},
+		"c": {Backend: withClone{d, nil}},
+	}, filepath.Join(t.TempDir(), "exp"), logrus.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := insts["p"].Backend.(backend.Cloner); ok {
+		t.Error("a backend without Clone gained one")
+	}
+	if _, ok := insts["c"].Backend.(backend.Cloner); !ok {
+		t.Error("Clone hidden by the wrapper")
+	}
+	if _, ok := insts["c"].Backend.(backend.Resizer); ok {
+		t.Error("a backend without Resize gained one")
 	}
 }
