@@ -8,9 +8,17 @@ BIN     := build/stowage
 ROOT    ?= /var/lib/stowage
 
 # Unit, protocol and fuzz-seed tests: no engine needed.
-UNIT_PKGS = $(shell $(GO) list ./... | grep -v /e2e)
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /e2e -e /internal/storm)
 
-.PHONY: all build run test unit e2e vet fmt clean bench
+# Fuzz targets (package:Target); `make fuzz` runs each for FUZZTIME.
+FUZZ_TARGETS = ./plugin:FuzzHandler ./driver:FuzzValidateName ./driver:FuzzValidateMountID \
+               ./internal/backend:FuzzParseSize ./internal/backend:FuzzParseOptions
+FUZZTIME ?= 4s
+# Soak: the crash storm for SOAK_TIME (see README "Reliability").
+SOAK_TIME ?= 35m
+SOAK_SEED ?= 20261121
+
+.PHONY: all build run test unit e2e vet fmt clean bench fuzz storm soak
 
 # Managed plugin (see README "Install"). DOCKER_HOST picks the engine.
 DOCKER      ?= docker
@@ -33,8 +41,8 @@ build:
 run: build
 	$(BIN) serve --root $(ROOT)
 
-## test: every test — vet, unit (race), then end-to-end on a real engine
-test: vet unit e2e
+## test: every test — vet, unit (race), short fuzz runs, the crash storm, then end-to-end on a real engine
+test: vet unit fuzz storm e2e
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
@@ -42,6 +50,23 @@ vet:
 
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+## fuzz: each fuzz target for FUZZTIME (CI: seconds). A long run of one target:
+##   go test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime 1h ./plugin
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t#*:} ($${t%%:*}) for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $${t%%:*}; \
+	done
+
+## storm: the crash storm, short (60 SIGKILLs of a real daemon, about 15 s)
+storm: build
+	STOWAGE_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 10m ./internal/storm
+
+## soak: the crash storm for SOAK_TIME at low priority; prints seed, kills, operations, invariants
+soak: build
+	STOWAGE_BIN=$(abspath $(BIN)) nice -n 10 $(GO) test -count=1 -timeout 0 -v -run TestCrashStorm ./internal/storm \
+	  -storm.kills 0 -storm.duration $(SOAK_TIME) -storm.workers 4 -storm.seed $(SOAK_SEED)
 
 ## e2e: end-to-end tests; they start private Docker engines and fail (never skip) without one
 e2e: build
