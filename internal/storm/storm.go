@@ -101,9 +101,9 @@ const (
 
 // doubt is the one operation on a volume whose answer a kill cut.
 type doubt struct {
-	kind opKind
-	id   string
-	opts map[string]string // normalised options of an in-doubt Create
+	kind   opKind
+	id     string
+	choice int // option set of an in-doubt Create (index into optionChoices)
 }
 
 // vol is the model of one volume name. Only the worker holding mu touches it.
@@ -111,7 +111,7 @@ type vol struct {
 	mu      sync.Mutex
 	name    string
 	exists  tri
-	opts    map[string]string // normalised
+	choice  int // option set it was created with (index into optionChoices)
 	mounts  map[string]int
 	markers map[string][]byte // file name → content, written while mounted
 	doubt   *doubt
@@ -124,6 +124,16 @@ func (v *vol) total() int {
 		n += c
 	}
 	return n
+}
+
+// heldIDs are the IDs the model's ledger holds, sorted (reproducible picks).
+func (v *vol) heldIDs() []string {
+	ids := make([]string, 0, len(v.mounts))
+	for id := range v.mounts {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
 }
 
 // Harness is one storm.
@@ -139,6 +149,10 @@ type Harness struct {
 	seq     atomic.Int64
 	mu      sync.Mutex // guards violations
 	viols   []string
+	// learned is what the daemon records for each option set, learned from
+	// the first record seen: normalisation (defaults) is the daemon's
+	// business, sameness across volumes and restarts is the harness's.
+	learned map[int]map[string]string
 }
 
 var optionChoices = []map[string]string{
@@ -164,7 +178,7 @@ func Run(t testing.TB, cfg Config) Stats {
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "warn"
 	}
-	h := &Harness{t: t, cfg: cfg}
+	h := &Harness{t: t, cfg: cfg, learned: map[int]map[string]string{}}
 	h.stats.Seed = cfg.Seed
 	rng := rand.New(rand.NewSource(cfg.Seed))
 	prefix := fmt.Sprintf("st%x", rng.Uint32())
@@ -304,44 +318,36 @@ func (h *Harness) refused(err error, v *vol, op opKind, want string) {
 	h.check(strings.Contains(err.Error(), v.name), "volume %s: %s error %q does not name the volume", v.name, op, err)
 }
 
-func normalize(raw map[string]string) map[string]string {
-	o, err := dir.Module.Parse(raw)
-	if err != nil {
-		panic(err)
-	}
-	return o
-}
-
 func (h *Harness) op(rng *rand.Rand, v *vol) {
 	mp := filepath.Join(h.d.Root, dir.ID, v.name)
 	switch p := rng.Intn(100); {
-	case p < 22: // Create
-		raw := optionChoices[rng.Intn(len(optionChoices))]
+	case p < 20: // Create
+		choice := rng.Intn(len(optionChoices))
+		raw := optionChoices[choice]
 		bad := rng.Intn(20) == 0
 		req := map[string]interface{}{"Name": v.name, "Opts": raw}
 		if bad {
 			req["Opts"] = map[string]string{"sise": "1G"}
 		}
 		err, done := h.call("/VolumeDriver.Create", req, nil)
-		norm := normalize(raw)
 		if !done {
 			if !bad {
-				v.doubt = &doubt{kind: opCreate, opts: norm}
+				v.doubt = &doubt{kind: opCreate, choice: choice}
 			}
 			return
 		}
 		switch {
 		case bad:
 			h.refused(err, v, opCreate, "unknown option")
-		case v.exists == yes && !reflect.DeepEqual(v.opts, norm):
+		case v.exists == yes && v.choice != choice:
 			h.refused(err, v, opCreate, "already exists")
 		default:
 			if h.check(err == nil, "volume %s: Create failed: %v", v.name, err) {
 				h.ok()
-				v.exists, v.opts = yes, norm
+				v.exists, v.choice = yes, choice
 			}
 		}
-	case p < 34: // Remove
+	case p < 36: // Remove
 		err, done := h.call("/VolumeDriver.Remove", map[string]string{"Name": v.name}, nil)
 		if !done {
 			v.doubt = &doubt{kind: opRemove}
@@ -355,12 +361,12 @@ func (h *Harness) op(rng *rand.Rand, v *vol) {
 		default:
 			if h.check(err == nil, "volume %s: Remove failed: %v", v.name, err) {
 				h.ok()
-				v.exists, v.opts = no, nil
+				v.exists = no
 				v.markers = map[string][]byte{}
 				h.check(!exists(mp), "volume %s: Remove answered success but %s is still there", v.name, mp)
 			}
 		}
-	case p < 60: // Mount, then write a marker like a container would
+	case p < 56: // Mount, then write a marker like a container would
 		id := v.ids[rng.Intn(len(v.ids))]
 		var resp volume.MountResponse
 		err, done := h.call("/VolumeDriver.Mount", map[string]string{"Name": v.name, "ID": id}, &resp)
@@ -387,8 +393,11 @@ func (h *Harness) op(rng *rand.Rand, v *vol) {
 			return
 		}
 		v.markers[name] = data
-	case p < 82: // Unmount: mostly IDs the ledger holds, sometimes strangers
+	case p < 84: // Unmount: mostly IDs the ledger holds, sometimes strangers
 		id := v.ids[rng.Intn(len(v.ids))]
+		if held := v.heldIDs(); len(held) > 0 && rng.Intn(10) > 0 {
+			id = held[rng.Intn(len(held))]
+		}
 		if rng.Intn(10) == 0 {
 			id = fmt.Sprintf("%064x", rng.Int63())
 		}
@@ -406,7 +415,7 @@ func (h *Harness) op(rng *rand.Rand, v *vol) {
 				}
 			}
 		}
-	case p < 95: // Get
+	case p < 94: // Get
 		var resp volume.GetResponse
 		err, done := h.call("/VolumeDriver.Get", map[string]string{"Name": v.name}, &resp)
 		if !done {
@@ -515,7 +524,7 @@ func (h *Harness) resolve(v *vol, rec *store.Volume, dirThere bool, path, bootID
 	switch {
 	case v.exists == no && d != nil && d.kind == opCreate:
 		if found {
-			v.exists, v.opts = yes, d.opts
+			v.exists, v.choice = yes, d.choice
 		} else if dirThere {
 			// Killed between mkdir and the commit: an empty leftover that
 			// reconcile reports and the next Create adopts.
@@ -526,7 +535,7 @@ func (h *Harness) resolve(v *vol, rec *store.Volume, dirThere bool, path, bootID
 	case v.exists == yes && d != nil && d.kind == opRemove:
 		if !found {
 			h.check(!dirThere, "volume %s: its record is gone after an in-doubt Remove but its data directory is still there", v.name)
-			v.exists, v.opts = no, nil
+			v.exists = no
 			v.markers = map[string][]byte{}
 			v.mounts = map[string]int{}
 			return
@@ -554,8 +563,15 @@ func (h *Harness) resolve(v *vol, rec *store.Volume, dirThere bool, path, bootID
 		return
 	}
 	h.check(rec.Backend == dir.ID, "volume %s: backend %q, want %q", v.name, rec.Backend, dir.ID)
-	h.check(reflect.DeepEqual(map[string]string(rec.Options), v.opts) || (len(rec.Options) == 0 && len(v.opts) == 0),
-		"volume %s: recorded options %v, the model %v", v.name, rec.Options, v.opts)
+	if want, ok := h.learned[v.choice]; ok {
+		h.check(reflect.DeepEqual(map[string]string(rec.Options), want) || (len(rec.Options) == 0 && len(want) == 0),
+			"volume %s: recorded options %v, created with %v which other volumes record as %v", v.name, rec.Options, optionChoices[v.choice], want)
+	} else {
+		h.learned[v.choice] = rec.Options
+	}
+	for k, val := range optionChoices[v.choice] {
+		h.check(rec.Options[k] == val, "volume %s: created with %s=%s, recorded %v", v.name, k, val, rec.Options)
+	}
 	if v.doubt == nil {
 		h.check(dirThere, "volume %s: record without its data directory", v.name)
 		h.markersIntact(v, path, true)
@@ -676,7 +692,7 @@ func (h *Harness) verifyUp() {
 		}
 		err := cli.Call(ctx, "/VolumeDriver.Remove", map[string]string{"Name": v.name}, nil)
 		if h.check(err == nil, "volume %s: retrying a half-done Remove failed: %v", v.name, err) {
-			v.exists, v.opts, v.doubt = no, nil, nil
+			v.exists, v.doubt = no, nil
 			v.markers, v.mounts = map[string][]byte{}, map[string]int{}
 		}
 	}
