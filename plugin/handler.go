@@ -7,6 +7,7 @@
 package plugin
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,7 +80,11 @@ func NewHandler(d volume.Driver, o HandlerOptions) http.Handler {
 	route("Get", func() interface{} { return &volume.GetRequest{} }, func(r interface{}) (interface{}, error) {
 		return d.Get(r.(*volume.GetRequest))
 	})
-	route("List", nil, func(interface{}) (interface{}, error) { return d.List() })
+	if lw, ok := d.(ListWriter); ok {
+		mux.HandleFunc("/VolumeDriver.List", func(w http.ResponseWriter, r *http.Request) { h.stream(w, r, "List", lw.WriteList) })
+	} else {
+		route("List", nil, func(interface{}) (interface{}, error) { return d.List() })
+	}
 	route("Capabilities", nil, func(interface{}) (interface{}, error) { return d.Capabilities(), nil })
 	for name, ep := range o.Operator {
 		name, ep := name, ep
@@ -105,32 +110,85 @@ func (h *handler) post(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// done writes a request's log line and tells the observer.
+func (h *handler) done(op string, fields logrus.Fields, start time.Time, status int, err error) {
+	d := time.Since(start)
+	fields["duration"] = d
+	fields["status"] = status
+	entry := h.log.WithFields(fields)
+	switch {
+	case err != nil && op == "Get":
+		// Docker asks Get before every create: "no such volume" is routine.
+		entry.WithError(err).Debug("request refused")
+	case err != nil:
+		entry.WithError(err).Warn("request failed")
+	case op == "Get" || op == "List" || op == "Capabilities" || op == "Path":
+		entry.Debug("request")
+	default:
+		entry.Info("request")
+	}
+	if h.observe != nil {
+		h.observe(op, err, d)
+	}
+}
+
+// ListWriter is implemented by a driver that writes List's answer itself,
+// streaming, so the daemon's memory does not grow with the number of volumes.
+type ListWriter interface {
+	WriteList(w io.Writer) error
+}
+
+// sentCounter counts bytes that reached the client's connection.
+type sentCounter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *sentCounter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// stream serves a call without a request body whose answer the driver
+// writes itself. An error before anything was sent is an ordinary error
+// answer; after that the connection is cut, so the client sees a broken
+// answer, never a short list that looks whole.
+func (h *handler) stream(w http.ResponseWriter, r *http.Request, op string, write func(io.Writer) error) {
+	start := time.Now()
+	fields := logrus.Fields{"op": op}
+	var err error
+	status := http.StatusOK
+	defer func() { h.done(op, fields, start, status, err) }()
+	if !h.post(w, r) {
+		status, err = http.StatusMethodNotAllowed, errors.New("method not allowed")
+		return
+	}
+	io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	w.Header().Set("Content-Type", sdk.DefaultContentTypeV1_1)
+	sent := &sentCounter{w: w}
+	bw := bufio.NewWriterSize(sent, 64<<10)
+	if err = write(bw); err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		return
+	}
+	status = http.StatusInternalServerError
+	if sent.n == 0 {
+		writeJSON(w, status, volume.ErrorResponse{Err: err.Error()})
+		return
+	}
+	panic(http.ErrAbortHandler)
+}
+
 // serve decodes one call, runs it and writes the answer and one log line.
 func (h *handler) serve(w http.ResponseWriter, r *http.Request, op string, newReq func() interface{}, call func(interface{}) (interface{}, error)) {
 	start := time.Now()
 	fields := logrus.Fields{"op": op}
 	var err error
 	status := http.StatusOK
-	defer func() {
-		d := time.Since(start)
-		fields["duration"] = d
-		fields["status"] = status
-		entry := h.log.WithFields(fields)
-		switch {
-		case err != nil && op == "Get":
-			// Docker asks Get before every create: "no such volume" is routine.
-			entry.WithError(err).Debug("request refused")
-		case err != nil:
-			entry.WithError(err).Warn("request failed")
-		case op == "Get" || op == "List" || op == "Capabilities" || op == "Path":
-			entry.Debug("request")
-		default:
-			entry.Info("request")
-		}
-		if h.observe != nil {
-			h.observe(op, err, d)
-		}
-	}()
+	defer func() { h.done(op, fields, start, status, err) }()
 	if !h.post(w, r) {
 		status, err = http.StatusMethodNotAllowed, errors.New("method not allowed")
 		return

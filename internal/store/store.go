@@ -242,14 +242,17 @@ func (s *Store) Path() string { return s.path }
 func (s *Store) Close() error { return s.db.Close() }
 
 func decode(k, v []byte) (*Volume, error) {
-	var vol Volume
-	if err := json.Unmarshal(v, &vol); err != nil {
-		return nil, fmt.Errorf("record %q is unreadable: %v", k, err)
+	vol, ok := fastDecode(v)
+	if !ok {
+		vol = &Volume{}
+		if err := json.Unmarshal(v, vol); err != nil {
+			return nil, fmt.Errorf("record %q is unreadable: %v", k, err)
+		}
 	}
 	if vol.Name != string(k) {
 		return nil, fmt.Errorf("record %q names volume %q", k, vol.Name)
 	}
-	return &vol, nil
+	return vol, nil
 }
 
 // Get returns the record for name, or ErrNotFound.
@@ -285,6 +288,55 @@ func (s *Store) List() ([]*Volume, error) {
 	// bbolt iterates in key order already; keep the promise explicit.
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, err
+}
+
+// scanChunk is how many records Scan reads per read transaction.
+const scanChunk = 512
+
+// Scan calls fn with every record in name order. It reads a chunk of
+// records per read transaction and calls fn outside it, so a slow consumer
+// (List's answer going to a slow client) never holds a transaction open,
+// which would stall the file's growth, and memory does not grow with the
+// number of volumes. A record that exists throughout is seen exactly once;
+// one created or deleted meanwhile may or may not be seen.
+func (s *Store) Scan(fn func(*Volume) error) error { return s.scan(scanChunk, fn) }
+
+func (s *Store) scan(chunk int, fn func(*Volume) error) error {
+	var after []byte
+	batch := make([]*Volume, 0, chunk)
+	for {
+		batch = batch[:0]
+		err := s.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketVolumes).Cursor()
+			k, v := c.First()
+			if after != nil {
+				if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil && len(batch) < chunk; k, v = c.Next() {
+				vol, err := decode(k, v)
+				if err != nil {
+					return err
+				}
+				batch = append(batch, vol)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, vol := range batch {
+			if err := fn(vol); err != nil {
+				return err
+			}
+		}
+		if len(batch) < chunk {
+			return nil
+		}
+		// Keys are names; the decoded name is a copy, safe past the tx.
+		after = []byte(batch[len(batch)-1].Name)
+	}
 }
 
 // Create stores a new record; ErrExists if the name is taken.

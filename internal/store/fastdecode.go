@@ -1,0 +1,101 @@
+package store
+
+import (
+	"bytes"
+	"time"
+)
+
+// fastDecode reads a record in the exact shape encoding/json writes for a
+// Volume with no mounts: plain strings (no escapes, ASCII), string maps, a
+// created_at to the second in UTC. Anything else — mounts, escapes, another
+// field order — returns ok=false and the caller uses encoding/json. It
+// exists because decoding every record with encoding/json made List of
+// 100 000 volumes take over 300 ms; it never accepts what encoding/json would
+// read differently (see FuzzFastDecodeAgreesWithEncodingJSON).
+func fastDecode(v []byte) (vol *Volume, ok bool) {
+	p := parser{b: v}
+	out := &Volume{}
+	if !p.lit(`{"name":`) || !p.str(&out.Name) || !p.lit(`,"backend":`) || !p.str(&out.Backend) {
+		return nil, false
+	}
+	if p.lit(`,"options":`) {
+		if out.Options, ok = p.strMap(); !ok {
+			return nil, false
+		}
+	}
+	var created string
+	if !p.lit(`,"created_at":`) || !p.str(&created) || len(created) != len("2006-01-02T15:04:05Z") || created[len(created)-1] != 'Z' {
+		return nil, false
+	}
+	t, err := time.Parse(time.RFC3339, created)
+	if err != nil {
+		return nil, false
+	}
+	out.CreatedAt = t
+	if p.lit(`,"private":`) {
+		if out.Private, ok = p.strMap(); !ok {
+			return nil, false
+		}
+	}
+	if !p.lit("}") || p.i != len(p.b) {
+		return nil, false
+	}
+	return out, true
+}
+
+type parser struct {
+	b []byte
+	i int
+}
+
+func (p *parser) lit(s string) bool {
+	if bytes.HasPrefix(p.b[p.i:], []byte(s)) {
+		p.i += len(s)
+		return true
+	}
+	return false
+}
+
+// str reads a JSON string of printable ASCII without escapes.
+func (p *parser) str(dst *string) bool {
+	if p.i >= len(p.b) || p.b[p.i] != '"' {
+		return false
+	}
+	for j := p.i + 1; j < len(p.b); j++ {
+		switch c := p.b[j]; {
+		case c == '"':
+			*dst = string(p.b[p.i+1 : j])
+			p.i = j + 1
+			return true
+		case c == '\\' || c < 0x20 || c >= 0x80:
+			return false
+		}
+	}
+	return false
+}
+
+// strMap reads a non-empty object of plain strings, keys unique and in
+// the ascending order encoding/json writes them.
+func (p *parser) strMap() (map[string]string, bool) {
+	if !p.lit("{") {
+		return nil, false
+	}
+	m := map[string]string{}
+	prev := ""
+	for {
+		var k, v string
+		if !p.str(&k) || !p.lit(":") || !p.str(&v) {
+			return nil, false
+		}
+		if len(m) > 0 && k <= prev {
+			return nil, false
+		}
+		m[k], prev = v, k
+		if p.lit("}") {
+			return m, true
+		}
+		if !p.lit(",") {
+			return nil, false
+		}
+	}
+}
