@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -132,9 +133,13 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 			return err
 		}
 	}
+	bootID, err := os.ReadFile(cfg.BootIDFile)
+	if err != nil || len(bytes.TrimSpace(bootID)) == 0 {
+		return fmt.Errorf("--boot-id-file %s: cannot read a boot ID (%v)", cfg.BootIDFile, err)
+	}
 	drv, err := driver.New(driver.Config{
 		Store: st, Backends: insts, DefaultBackend: cfg.DefaultBackend,
-		Scope: cfg.Scope, Log: log,
+		Scope: cfg.Scope, Log: log, BootID: string(bytes.TrimSpace(bootID)),
 	})
 	if err != nil {
 		return err

@@ -40,6 +40,8 @@ type Serve struct {
 	TLSKey      string
 	TLSCA       string
 	SpecDir     string
+	// Issue 4: where the kernel boot ID is read (tests simulate a reboot).
+	BootIDFile string
 }
 
 // EnvName is the environment twin of a flag: --log-level → STOWAGE_LOG_LEVEL.
@@ -128,6 +130,7 @@ func (c *Serve) Bind(b *Binder) {
 	b.String(&c.TLSKey, "tls-key", "", "server key (PEM) for --tcp-addr")
 	b.String(&c.TLSCA, "tls-ca", "", "CA (PEM) that client certificates must chain to, for --tcp-addr")
 	b.String(&c.SpecDir, "spec-dir", "/etc/docker/plugins", "where --tcp-addr writes NAME.json for dockerd's plugin discovery")
+	b.String(&c.BootIDFile, "boot-id-file", "/proc/sys/kernel/random/boot_id", "file holding the kernel boot ID that dates mount-ledger entries; change it only for testing or in containers")
 }
 
 // BackendSettings are the daemon settings addressed to each backend, by
