@@ -475,3 +475,51 @@ func TestConcurrentMountUnmountKeepsLedgerExact(t *testing.T) {
 		t.Fatalf("%d activations but %d deactivations", f.activations, f.deacts)
 	}
 }
+
+// inventoryProbe reports a problem for every volume it is told is mounted,
+// as the tmpfs backend does when its filesystem is not up.
+type inventoryProbe struct{ *fake }
+
+func (p inventoryProbe) Inventory(_ context.Context, known []*backend.Volume) (backend.Inventory, error) {
+	var inv backend.Inventory
+	for _, v := range known {
+		if v.ActiveMounts() > 0 {
+			inv.Problems = append(inv.Problems, v.Name+" is held but not up")
+		}
+	}
+	return inv, nil
+}
+
+// After a reboot backends must not be told that stale entries hold their
+// storage: no container can, and they would report a live container writing
+// into a plain directory.
+func TestReconcileGivesBackendsOnlyThisBootsLedger(t *testing.T) {
+	path := filepath.Join(t.TempDir(), store.FileName)
+	st := openStore(t, path)
+	defer st.Close()
+	probe := inventoryProbe{newFake()}
+	mod := backend.Module{ID: "fake", New: func(backend.Env) (backend.Backend, error) { return probe, nil }}
+	mk := func(boot string) *Driver {
+		d, err := New(Config{Store: st, Backends: map[string]backend.Instance{"fake": {Module: mod, Backend: probe}}, DefaultBackend: "fake", BootID: boot, Log: quietLog()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	d := mk("boot-1")
+	mustCreate(t, d, "v")
+	if _, err := d.Mount(&volume.MountRequest{Name: "v", ID: mountID(1)}); err != nil {
+		t.Fatal(err)
+	}
+	rep, _ := d.Reconcile(context.Background())
+	if countKind(rep, FindProblem) != 1 {
+		t.Fatalf("a live mount must reach the backend: %+v", rep)
+	}
+	rep, _ = mk("boot-2").Reconcile(context.Background())
+	if countKind(rep, FindProblem) != 0 || countKind(rep, FindStaleMount) != 1 {
+		t.Fatalf("after a reboot: %+v, want one stale-mount finding and no backend problem", rep)
+	}
+	if got := ledger(t, st, "v"); got[mountID(1)] != 1 {
+		t.Fatalf("reconcile changed the ledger: %v", got)
+	}
+}

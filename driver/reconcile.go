@@ -57,7 +57,9 @@ func (d *Driver) Reconcile(ctx context.Context) (Report, error) {
 			rep.Findings = append(rep.Findings, Finding{Kind: FindDisabledBackend, Volume: v.Name, Backend: v.Backend,
 				Detail: fmt.Sprintf("backend %q is not enabled; the volume is kept and listed but cannot be mounted", v.Backend)})
 		}
-		byBackend[v.Backend] = append(byBackend[v.Backend], v)
+		// Backends see only this boot's ledger: entries of an earlier boot
+		// are reported below, and no container can hold them.
+		byBackend[v.Backend] = append(byBackend[v.Backend], d.liveView(v))
 		for id, m := range v.Mounts {
 			if m.Boot != d.cfg.BootID {
 				rep.Findings = append(rep.Findings, Finding{Kind: FindStaleMount, Volume: v.Name, Backend: v.Backend, MountID: id,
@@ -98,4 +100,15 @@ func (d *Driver) Reconcile(ctx context.Context) (Report, error) {
 	}
 	d.log.WithFields(logrus.Fields{"op": "reconcile", "volumes": rep.Volumes, "findings": len(rep.Findings), "duration": time.Since(start)}).Info("state reconciled")
 	return rep, nil
+}
+
+// liveView is vol without the ledger entries of earlier boots.
+func (d *Driver) liveView(vol *store.Volume) *store.Volume {
+	c := vol.Clone()
+	for id, m := range c.Mounts {
+		if m.Boot != d.cfg.BootID {
+			delete(c.Mounts, id)
+		}
+	}
+	return c
 }
