@@ -113,23 +113,30 @@ func (h *handler) post(w http.ResponseWriter, r *http.Request) bool {
 // done writes a request's log line and tells the observer.
 func (h *handler) done(op string, fields logrus.Fields, start time.Time, status int, err error) {
 	d := time.Since(start)
-	fields["duration"] = d
-	fields["status"] = status
-	entry := h.log.WithFields(fields)
-	switch {
-	case err != nil && op == "Get":
-		// Docker asks Get before every create: "no such volume" is routine.
-		entry.WithError(err).Debug("request refused")
-	case err != nil:
-		entry.WithError(err).Warn("request failed")
-	case op == "Get" || op == "List" || op == "Capabilities" || op == "Path":
-		entry.Debug("request")
-	default:
-		entry.Info("request")
-	}
 	if h.observe != nil {
 		h.observe(op, err, d)
 	}
+	level, msg := logrus.InfoLevel, "request"
+	switch {
+	case err != nil && op == "Get":
+		// Docker asks Get before every create: "no such volume" is routine.
+		level, msg = logrus.DebugLevel, "request refused"
+	case err != nil:
+		level, msg = logrus.WarnLevel, "request failed"
+	case op == "Get" || op == "List" || op == "Capabilities" || op == "Path":
+		level = logrus.DebugLevel
+	}
+	// Get is the hottest call: build no entry for a line nobody logs.
+	if l, ok := h.log.(interface{ IsLevelEnabled(logrus.Level) bool }); ok && !l.IsLevelEnabled(level) {
+		return
+	}
+	fields["duration"] = d
+	fields["status"] = status
+	entry := h.log.WithFields(fields)
+	if err != nil {
+		entry = entry.WithError(err)
+	}
+	entry.Log(level, msg)
 }
 
 // ListWriter is implemented by a driver that writes List's answer itself,

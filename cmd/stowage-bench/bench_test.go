@@ -126,6 +126,9 @@ type Level struct {
 	RSSStartMiB     float64 `json:"rss_after_start_mib"`
 	RSSListMiB      float64 `json:"rss_after_list_mib"`
 	HWMMiB          float64 `json:"rss_peak_mib"`
+	AnonStartMiB    float64 `json:"rss_anon_after_start_mib"`
+	AnonListMiB     float64 `json:"rss_anon_after_list_mib"`
+	FileListMiB     float64 `json:"rss_file_after_list_mib"`
 	StateFileMiB    float64 `json:"state_file_mib"`
 	BusyGet         Dist    `json:"busy_get"`
 	BusyCreateS     float64 `json:"busy_create_s"`
@@ -150,6 +153,7 @@ type Results struct {
 	Levels   []Level           `json:"levels"`
 	Docker   DockerCmp         `json:"docker"`
 	DockerN  int               `json:"docker_at_n"`
+	Fsync    Dist              `json:"fdatasync_4k"`
 }
 
 // proc is one plugin process on a socket.
@@ -252,8 +256,23 @@ func (p *proc) restart(t *testing.T, probe string) time.Duration {
 	return p.waitReady(t, began, probe)
 }
 
+// mem is a process's resident memory in MiB: all of it, its peak, and the
+// anonymous (heap, stacks) and file-backed (the state file's mmap) parts.
+type mem struct{ rss, hwm, anon, file float64 }
+
+func (p *proc) mem(t *testing.T) mem {
+	var m mem
+	m.rss, m.hwm, m.anon, m.file = p.status(t)
+	return m
+}
+
 // rss reads VmRSS and VmHWM of the process, in MiB.
 func (p *proc) rss(t *testing.T) (rss, hwm float64) {
+	m := p.mem(t)
+	return m.rss, m.hwm
+}
+
+func (p *proc) status(t *testing.T) (rss, hwm, anon, file float64) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
@@ -271,9 +290,13 @@ func (p *proc) rss(t *testing.T) (rss, hwm float64) {
 			rss = kb / 1024
 		case "VmHWM:":
 			hwm = kb / 1024
+		case "RssAnon:":
+			anon = kb / 1024
+		case "RssFile:":
+			file = kb / 1024
 		}
 	}
-	return rss, hwm
+	return rss, hwm, anon, file
 }
 
 func call(t *testing.T, c *client.Client, op string, req, resp interface{}) {
@@ -290,6 +313,25 @@ func timed(t *testing.T, c *client.Client, op string, req, resp interface{}) tim
 	s := time.Now()
 	call(t, c, op, req, resp)
 	return time.Since(s)
+}
+
+// listRaw posts List as dockerd does and times it to the last byte.
+func listRaw(t *testing.T, c *client.Client) (time.Duration, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://plugin.moby.localhost/VolumeDriver.List", strings.NewReader("{}"))
+	req.Header.Set("Accept", client.Accept)
+	s := time.Now()
+	res, err := c.HTTP.Do(req)
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	raw, err := io.ReadAll(res.Body)
+	d := time.Since(s)
+	res.Body.Close()
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("List: %s %v: %.200s", res.Status, err, raw)
+	}
+	return d, raw
 }
 
 func volName(i int) string { return fmt.Sprintf("v%07d", i) }
@@ -408,21 +450,27 @@ func measureLevel(t *testing.T, cfg config, n int, sto, flo *proc, lvl *Level) {
 			}
 		}
 	}
-	// List: the whole answer read and decoded, as dockerd does.
+	// List: timed until the answer's last byte is read (dockerd's own
+	// decoding is not the plugin's cost), then decoded and counted.
 	listN := cfg.samples(40)
 	if n >= 100000 {
 		listN = cfg.samples(15)
 	}
 	for i := 0; i < listN; i++ {
 		for _, s := range runs {
+			d, raw := listRaw(t, s.c)
+			s.lists = append(s.lists, d)
 			var resp volume.ListResponse
-			s.lists = append(s.lists, timed(t, s.c, "List", nil, &resp))
+			if err := json.Unmarshal(raw, &resp); err != nil {
+				t.Fatalf("List answer: %v", err)
+			}
 			if len(resp.Volumes) != n {
 				t.Fatalf("List answered %d volumes, want %d", len(resp.Volumes), n)
 			}
 		}
 	}
-	lvl.RSSListMiB, lvl.HWMMiB = sto.rss(t)
+	m := sto.mem(t)
+	lvl.RSSListMiB, lvl.HWMMiB, lvl.AnonListMiB, lvl.FileListMiB = m.rss, m.hwm, m.anon, m.file
 	// Create+Remove of a fresh volume, durable in stowage.
 	pairs := cfg.samples(400)
 	for i := 0; i < pairs; i++ {
@@ -541,6 +589,30 @@ func dockerPairs(t *testing.T, cfg config, e *engine.Engine, drivers []string) [
 	return out
 }
 
+// fsyncProbe times a 4 KiB write and fdatasync in the daemon's root: the
+// disk's price for one durable step (a bbolt commit pays two).
+func fsyncProbe(t *testing.T, dir string, n int) Dist {
+	f, err := os.CreateTemp(dir, "fsync-probe-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := make([]byte, 4096)
+	var ds []time.Duration
+	for i := 0; i < n; i++ {
+		s := time.Now()
+		if _, err := f.WriteAt(buf, int64(i%16)*4096); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, time.Since(s))
+	}
+	return dist(ds)
+}
+
 func loadavg() string {
 	b, _ := os.ReadFile("/proc/loadavg")
 	return strings.TrimSpace(string(b))
@@ -581,6 +653,7 @@ func TestBench(t *testing.T) {
 	startProc(t, flo)
 	t.Cleanup(func() { flo.stop(t) })
 
+	res.Fsync = fsyncProbe(t, root, cfg.samples(300))
 	have := 0
 	for li, n := range cfg.ns {
 		lvl := Level{N: n}
@@ -593,7 +666,8 @@ func TestBench(t *testing.T) {
 		t.Logf("N=%d: populated stowage in %.1fs (%.0f creates/s, 64 callers)", n, lvl.PopulateSeconds, lvl.PopulateRate)
 
 		lvl.ReadyMs = float64(sto.restart(t, volName(n-1))) / 1e6
-		lvl.RSSStartMiB, _ = sto.rss(t)
+		m := sto.mem(t)
+		lvl.RSSStartMiB, lvl.AnonStartMiB = m.rss, m.anon
 		if fi, err := os.Stat(filepath.Join(root, "stowage.db")); err == nil {
 			lvl.StateFileMiB = float64(fi.Size()) / (1 << 20)
 		}
