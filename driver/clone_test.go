@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +30,15 @@ func (c *cloneFake) Clone(_ context.Context, src, dst *backend.Volume, _ backend
 	}
 	c.clones = append(c.clones, src.Name+">"+dst.Name)
 	c.created[dst.Name] = true
+	// Like the real backends, a clone records what it inherits.
+	if dst.Options == nil {
+		dst.Options = map[string]string{}
+	}
+	for k, v := range src.Options {
+		if _, ok := dst.Options[k]; !ok && k != backend.KeyFrom && k != backend.KeyFromMounted {
+			dst.Options[k] = v
+		}
+	}
 	return nil
 }
 
@@ -132,5 +142,53 @@ func TestResizeRecordsBackendOptions(t *testing.T) {
 	v, _ := st.Get("v")
 	if v.Options[backend.KeySize] != "grown" {
 		t.Fatalf("recorded options %v", v.Options)
+	}
+}
+
+// Docker may retry a Create (transport retries, crash recovery): the same
+// clone request again must succeed and change nothing, although the clone's
+// recorded options hold what it inherited; a different request must not.
+func TestRetriedCloneCreateSucceeds(t *testing.T) {
+	d, cf, st := cloneFixture(t)
+	if err := d.Create(&volume.CreateRequest{Name: "src", Options: map[string]string{"uid": "7"}}); err != nil {
+		t.Fatal(err)
+	}
+	req := map[string]string{"from": "src"}
+	if err := d.Create(&volume.CreateRequest{Name: "dst", Options: req}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := st.Get("dst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Options["uid"] != "7" {
+		t.Fatalf("the clone should record the inherited uid: %v", before.Options)
+	}
+	if err := d.Create(&volume.CreateRequest{Name: "dst", Options: map[string]string{"from": "src"}}); err != nil {
+		t.Fatalf("retried clone Create: %v", err)
+	}
+	after, err := st.Get("dst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(before, after) {
+		t.Errorf("a retried Create changed the record: %+v, was %+v", after, before)
+	}
+	if len(cf.clones) != 1 {
+		t.Errorf("a retried Create copied again: %v", cf.clones)
+	}
+	for _, opts := range []map[string]string{
+		{"from": "src", "uid": "8"},
+		{"from": "src", "from_mounted": "true"},
+		{"uid": "7"},
+		{},
+	} {
+		err := d.Create(&volume.CreateRequest{Name: "dst", Options: opts})
+		if err == nil || !strings.Contains(err.Error(), "already exists") {
+			t.Errorf("Create %v over the clone = %v; want 'already exists'", opts, err)
+		}
+	}
+	if len(cf.clones) != 1 {
+		t.Errorf("a refused Create copied: %v", cf.clones)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"sort"
 	"strings"
@@ -182,8 +183,13 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 	switch {
 	case err == nil:
 		// Docker only creates after Get said no, but a retried or raced
-		// Create with the same request must not fail.
-		if existing.Backend == id && equalOptions(existing.Options, opts) {
+		// Create with the same request must not fail. A clone's Options
+		// hold what it inherited, so compare with what was asked.
+		asked := existing.Requested
+		if asked == nil {
+			asked = existing.Options
+		}
+		if existing.Backend == id && equalOptions(asked, opts) {
 			return nil
 		}
 		return volErr(name, "already exists with backend %q and options %s; remove it first or choose another name", existing.Backend, formatOptions(existing.Options))
@@ -209,6 +215,9 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 		}
 	}
 
+	// The backend may add to vol.Options (a clone inherits its source's);
+	// keep the request's own options to recognise a retry.
+	requested := maps.Clone(opts)
 	vol := &store.Volume{Name: name, Backend: id, Options: opts, CreatedAt: d.cfg.Now().UTC().Truncate(time.Second)}
 	ctx, cancel := context.WithTimeout(context.Background(), createTimeout)
 	defer cancel()
@@ -220,6 +229,9 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 		d.log.WithFields(logrus.Fields{"op": "Create", "volume": name, "from": from, "duration": time.Since(start)}).Info("volume cloned")
 	} else if err := inst.Create(ctx, vol, opts); err != nil {
 		return volErr(name, "%v", err)
+	}
+	if !equalOptions(requested, vol.Options) {
+		vol.Requested = requested
 	}
 	if err := d.cfg.Store.Create(vol); err != nil {
 		// Storage exists but no record: undo it, or say where it is.

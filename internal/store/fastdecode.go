@@ -37,6 +37,11 @@ func fastDecode(v []byte) (vol *Volume, ok bool) {
 			return nil, false
 		}
 	}
+	if p.lit(`,"requested":`) {
+		if out.Requested, ok = p.strMap(); !ok {
+			return nil, false
+		}
+	}
 	if !p.lit("}") || p.i != len(p.b) {
 		return nil, false
 	}

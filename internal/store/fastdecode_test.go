@@ -13,6 +13,7 @@ func sampleRecords(t testing.TB) [][]byte {
 		{Name: "v2", Backend: "dir", CreatedAt: time.Unix(1e9, 0).UTC()},
 		{Name: "zero", Backend: "dir"},
 		{Name: "p", Backend: "image", Options: map[string]string{"gid": "5", "mode": "0700", "size": "1048576", "uid": "7"}, Private: map[string]string{"file": "/x/p.img", "fs": "ext4"}, CreatedAt: time.Unix(5, 0).UTC()},
+		{Name: "clone", Backend: "dir", Options: map[string]string{"from": "p", "size": "1048576", "uid": "7"}, CreatedAt: time.Unix(5, 0).UTC(), Requested: map[string]string{"from": "p"}},
 		{Name: "nanos", Backend: "dir", CreatedAt: time.Unix(5, 7).UTC()},
 		{Name: "local-zone", Backend: "dir", CreatedAt: time.Unix(5, 0).In(time.FixedZone("X", 3600))},
 		{Name: "esc<&>\"", Backend: "dir", Options: map[string]string{"path": "/a\\b"}},
@@ -63,7 +64,7 @@ func TestFastDecodeAgreesWithEncodingJSON(t *testing.T) {
 		}
 	}
 	// The common shapes must take the fast path, or List is slow again.
-	for _, i := range []int{0, 1, 2, 3} {
+	for _, i := range []int{0, 1, 2, 3, 4} {
 		if _, ok := fastDecode(sampleRecords(t)[i]); !ok {
 			t.Errorf("record %s should take the fast path", sampleRecords(t)[i])
 		}

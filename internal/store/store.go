@@ -49,6 +49,10 @@ type Volume struct {
 	// Private holds facts a backend must remember about this volume (a
 	// resolved host path, an image file name), opaque to everyone else.
 	Private map[string]string `json:"private,omitempty"`
+	// Requested is the create request's own options when they differ from
+	// Options (a clone records what it inherits from its source), so a
+	// retried Create can be told from a different one. Older records lack it.
+	Requested map[string]string `json:"requested,omitempty"`
 }
 
 // Mount is one ledger entry.
@@ -75,6 +79,7 @@ func (v *Volume) Clone() *Volume {
 	c := *v
 	c.Options = cloneMap(v.Options)
 	c.Private = cloneMap(v.Private)
+	c.Requested = cloneMap(v.Requested)
 	if v.Mounts != nil {
 		c.Mounts = make(map[string]Mount, len(v.Mounts))
 		for k, m := range v.Mounts {
