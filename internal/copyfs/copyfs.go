@@ -13,6 +13,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stowage/stowage/internal/mounttable"
 )
 
 // File copies the contents of src into dst (both open, dst empty): a
@@ -99,7 +101,7 @@ func tree(dst, src string, beforeOpen func(dir, name string)) error {
 	if err := unix.Fstat(sfd, &st); err != nil {
 		return fmt.Errorf("reading %s: %w", src, err)
 	}
-	mnt, err := mountID(sfd)
+	mnt, err := mounttable.MountID(sfd)
 	if err != nil {
 		return fmt.Errorf("%s: %w", src, err)
 	}
@@ -186,7 +188,7 @@ func (w *walker) check(fd int, p string, listed, st *unix.Stat_t) error {
 	if st.Dev != listed.Dev || st.Ino != listed.Ino || st.Mode&unix.S_IFMT != listed.Mode&unix.S_IFMT {
 		return fmt.Errorf("%s: %w; nothing was copied from what is there now: stop the containers using the source and retry", p, ErrChanged)
 	}
-	mnt, err := mountID(fd)
+	mnt, err := mounttable.MountID(fd)
 	if err != nil {
 		return fmt.Errorf("%s: %w", p, err)
 	}
@@ -285,17 +287,6 @@ func procPath(fd int, name string) string {
 		p += "/" + name
 	}
 	return p
-}
-
-func mountID(fd int) (uint64, error) {
-	var st unix.Statx_t
-	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &st); err != nil {
-		return 0, fmt.Errorf("statx: %w", err)
-	}
-	if st.Mask&unix.STATX_MNT_ID == 0 {
-		return 0, errors.New("the kernel does not report mount IDs (statx STATX_MNT_ID, Linux 5.8+)")
-	}
-	return st.Mnt_id, nil
 }
 
 func notDir(err error) error {

@@ -3,11 +3,13 @@
 package mounttable
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
 
 	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
 )
 
 // Under returns the mount points at or below path, sorted, path cleaned.
@@ -57,3 +59,17 @@ func Read(prefix string) (*Snapshot, error) {
 
 // IsMountPoint reports whether path was a mount point in the snapshot.
 func (s *Snapshot) IsMountPoint(path string) bool { return s.points[filepath.Clean(path)] }
+
+// MountID is the kernel's ID of the mount holding the file open at fd. Two
+// directories on different mounts, bind mounts of one filesystem included,
+// have different IDs: walks compare it to stay on one mount.
+func MountID(fd int) (uint64, error) {
+	var st unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &st); err != nil {
+		return 0, fmt.Errorf("statx: %w", err)
+	}
+	if st.Mask&unix.STATX_MNT_ID == 0 {
+		return 0, errors.New("the kernel does not report mount IDs (statx STATX_MNT_ID, Linux 5.8+)")
+	}
+	return st.Mnt_id, nil
+}

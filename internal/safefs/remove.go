@@ -7,6 +7,7 @@ package safefs
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,12 +50,12 @@ func RemoveTree(dir string) error {
 	case err != nil:
 		return fmt.Errorf("opening %s: %w", dir, err)
 	}
-	mnt, err := mountID(fd)
+	mnt, err := mounttable.MountID(fd)
 	if err != nil {
 		unix.Close(fd)
 		return fmt.Errorf("%s: %w", dir, err)
 	}
-	parentMnt, err := mountID(parent)
+	parentMnt, err := mounttable.MountID(parent)
 	if err != nil {
 		unix.Close(fd)
 		return fmt.Errorf("%s: %w", filepath.Dir(dir), err)
@@ -72,17 +73,6 @@ func RemoveTree(dir string) error {
 		return fmt.Errorf("removing %s: %w", dir, err)
 	}
 	return nil
-}
-
-func mountID(fd int) (uint64, error) {
-	var st unix.Statx_t
-	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &st); err != nil {
-		return 0, fmt.Errorf("statx: %w", err)
-	}
-	if st.Mask&unix.STATX_MNT_ID == 0 {
-		return 0, errors.New("the kernel does not report mount IDs (statx STATX_MNT_ID, Linux 5.8+)")
-	}
-	return st.Mnt_id, nil
 }
 
 // removeContents empties the directory open at fd (path is for messages).
@@ -110,7 +100,7 @@ func removeContents(fd int, path string, mnt uint64) error {
 		if err != nil {
 			return fmt.Errorf("opening %s: %w", filepath.Join(path, name), err)
 		}
-		cm, err := mountID(child)
+		cm, err := mounttable.MountID(child)
 		if err == nil && cm != mnt {
 			err = fmt.Errorf("refusing to descend into %s: %w (another filesystem is mounted there)", filepath.Join(path, name), ErrMounted)
 		}
@@ -124,6 +114,27 @@ func removeContents(fd int, path string, mnt uint64) error {
 		if err := unix.Unlinkat(fd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("removing %s: %w", filepath.Join(path, name), err)
 		}
+	}
+	return nil
+}
+
+// EmptyDir returns nil if p is a directory, not a symlink, with no entries:
+// something stowage may take over or drop without losing anything.
+func EmptyDir(p string) error {
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return errors.New("it is not a directory")
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Readdirnames(1); err != io.EOF {
+		return errors.New("it is not empty")
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stowage/stowage/internal/mounttable"
 )
 
 func needRoot(t *testing.T) {
@@ -152,7 +154,7 @@ func TestWalkStopsAtAnotherFilesystem(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	mnt, err := mountID(fd)
+	mnt, err := mounttable.MountID(fd)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -186,23 +185,11 @@ func ApplyOwnership(path string, opts backend.Options) error {
 }
 
 func adoptable(p string) error {
-	fi, err := os.Lstat(p)
-	if err != nil {
+	if err := safefs.EmptyDir(p); err != nil {
 		return err
-	}
-	if !fi.IsDir() {
-		return errors.New("it is not a directory")
 	}
 	if m, err := mounttable.IsMountPoint(p); err != nil || m {
 		return errors.New("it is a mount point")
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if _, err := f.Readdirnames(1); err != io.EOF {
-		return errors.New("it is not empty")
 	}
 	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/stowage/stowage/internal/backend"
 	"github.com/stowage/stowage/internal/mounttable"
+	"github.com/stowage/stowage/internal/safefs"
 )
 
 // Exposer is a backend whose volumes are exposed under Dir.
@@ -88,7 +88,7 @@ func (e *Exposer) Activate(ctx context.Context, vol *backend.Volume) error {
 		return fmt.Errorf("creating its exposure point %s: %w", dst, err)
 	}
 	// A bind over a non-empty directory would hide what is in it.
-	if err := emptyDir(dst); err != nil {
+	if err := safefs.EmptyDir(dst); err != nil {
 		return fmt.Errorf("its exposure point %s: %v; nothing was mounted: move it away", dst, err)
 	}
 	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
@@ -210,25 +210,6 @@ func sameDir(a, b string) (bool, error) {
 		return false, err
 	}
 	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
-}
-
-func emptyDir(p string) error {
-	fi, err := os.Lstat(p)
-	if err != nil {
-		return err
-	}
-	if !fi.IsDir() {
-		return errors.New("it is not a directory")
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if _, err := f.Readdirnames(1); err != io.EOF {
-		return errors.New("it is not empty")
-	}
-	return nil
 }
 
 // decorate keeps the inner backend's optional abilities visible: the driver
