@@ -280,3 +280,34 @@ func (r *Registry) Provision(root string, enabled []string, settings map[string]
 	}
 	return out, nil
 }
+
+// InventoryDir is the Inventory of a backend that keeps one entry per volume,
+// named after it, in dir: entries no record names are Unrecorded, and records
+// for which present says no are Missing (present gets whether the entry
+// exists; nil means that alone decides).
+func InventoryDir(dir string, known []*Volume, present func(v *Volume, entry bool) bool) (Inventory, error) {
+	var inv Inventory
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return inv, err
+	}
+	onDisk := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		onDisk[e.Name()] = true
+	}
+	for _, v := range known {
+		ok := onDisk[v.Name]
+		if present != nil {
+			ok = present(v, ok)
+		}
+		if !ok {
+			inv.Missing = append(inv.Missing, v.Name)
+		}
+		delete(onDisk, v.Name)
+	}
+	for name := range onDisk {
+		inv.Unrecorded = append(inv.Unrecorded, name)
+	}
+	sort.Strings(inv.Unrecorded)
+	return inv, nil
+}

@@ -308,23 +308,5 @@ func (d *Dir) Status(vol *backend.Volume) map[string]interface{} {
 
 // Inventory compares the backend's directory with the records.
 func (d *Dir) Inventory(_ context.Context, known []*backend.Volume) (backend.Inventory, error) {
-	var inv backend.Inventory
-	entries, err := os.ReadDir(d.dir)
-	if err != nil {
-		return inv, err
-	}
-	onDisk := make(map[string]bool, len(entries))
-	for _, e := range entries {
-		onDisk[e.Name()] = true
-	}
-	for _, v := range known {
-		if !onDisk[v.Name] {
-			inv.Missing = append(inv.Missing, v.Name)
-		}
-		delete(onDisk, v.Name)
-	}
-	for name := range onDisk {
-		inv.Unrecorded = append(inv.Unrecorded, name)
-	}
-	return inv, nil
+	return backend.InventoryDir(d.dir, known, nil)
 }

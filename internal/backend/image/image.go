@@ -287,25 +287,10 @@ func (b *Image) Remove(_ context.Context, vol *backend.Volume) error {
 
 // Inventory compares volume directories with the records.
 func (b *Image) Inventory(_ context.Context, known []*backend.Volume) (backend.Inventory, error) {
-	var inv backend.Inventory
-	entries, err := os.ReadDir(b.dir)
-	if err != nil {
-		return inv, err
-	}
-	onDisk := map[string]bool{}
-	for _, e := range entries {
-		onDisk[e.Name()] = true
-	}
-	for _, v := range known {
-		if _, err := os.Stat(b.img(v.Name)); err != nil {
-			inv.Missing = append(inv.Missing, v.Name)
-		}
-		delete(onDisk, v.Name)
-	}
-	for n := range onDisk {
-		inv.Unrecorded = append(inv.Unrecorded, n)
-	}
-	return inv, nil
+	return backend.InventoryDir(b.dir, known, func(v *backend.Volume, _ bool) bool {
+		_, err := os.Stat(b.img(v.Name))
+		return err == nil
+	})
 }
 
 func fsOf(vol *backend.Volume) string {

@@ -122,8 +122,7 @@ func (t *Tmpfs) Remove(_ context.Context, vol *backend.Volume) error {
 // whose ledger counts mounts but whose tmpfs is gone (after a reboot, or
 // an unmount behind stowage's back): their containers lost the data.
 func (t *Tmpfs) Inventory(_ context.Context, known []*backend.Volume) (backend.Inventory, error) {
-	var inv backend.Inventory
-	entries, err := os.ReadDir(t.dir)
+	inv, err := backend.InventoryDir(t.dir, known, nil)
 	if err != nil {
 		return inv, err
 	}
@@ -131,21 +130,10 @@ func (t *Tmpfs) Inventory(_ context.Context, known []*backend.Volume) (backend.I
 	if err != nil {
 		return inv, err
 	}
-	onDisk := map[string]bool{}
-	for _, e := range entries {
-		onDisk[e.Name()] = true
-	}
 	for _, v := range known {
-		if !onDisk[v.Name] {
-			inv.Missing = append(inv.Missing, v.Name)
-		}
-		delete(onDisk, v.Name)
 		if n := v.ActiveMounts(); n > 0 && !snap.IsMountPoint(t.path(v.Name)) {
 			inv.Problems = append(inv.Problems, fmt.Sprintf("volume %q: its ledger holds %d mount(s) but its tmpfs is not mounted: the data it held is gone, and containers still using it write to a plain directory; restart them", v.Name, n))
 		}
-	}
-	for n := range onDisk {
-		inv.Unrecorded = append(inv.Unrecorded, n)
 	}
 	return inv, nil
 }
