@@ -556,6 +556,33 @@ func formatOptions(o map[string]string) string {
 	return "{" + strings.Join(parts, ", ") + "}"
 }
 
+// minIDPrefix is the shortest mount-ID prefix Release accepts: the length
+// Remove's "in use" error shows.
+const minIDPrefix = 12
+
+// resolveMountID finds the ledger entry id names: the full ID, or a unique
+// prefix of at least minIDPrefix characters as Remove's error shows it.
+func resolveMountID(vol *store.Volume, id string) (string, error) {
+	if _, ok := vol.Mounts[id]; ok {
+		return id, nil
+	}
+	var found []string
+	if len(id) >= minIDPrefix {
+		for full := range vol.Mounts {
+			if strings.HasPrefix(full, id) {
+				found = append(found, full)
+			}
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return "", volErr(vol.Name, "holds no mount with ID %q (give the full ID or at least %d of its first characters); nothing was released", id, minIDPrefix)
+	}
+	return "", volErr(vol.Name, "mount ID prefix %q matches %d mounts; give more of it; nothing was released", id, len(found))
+}
+
 // ReleaseRequest asks to drop ledger entries of a volume.
 type ReleaseRequest struct {
 	Name string
@@ -581,10 +608,11 @@ func (d *Driver) Release(req *ReleaseRequest) (*ReleaseResponse, error) {
 	}
 	want := map[string]bool{}
 	for _, id := range req.IDs {
-		if _, ok := vol.Mounts[id]; !ok {
-			return nil, volErr(vol.Name, "holds no mount with ID %q", id)
+		full, err := resolveMountID(vol, id)
+		if err != nil {
+			return nil, err
 		}
-		want[id] = true
+		want[full] = true
 	}
 	var released []string
 	updated, err := d.cfg.Store.Update(vol.Name, func(v *store.Volume) error {

@@ -523,3 +523,34 @@ func TestReconcileGivesBackendsOnlyThisBootsLedger(t *testing.T) {
 		t.Fatalf("reconcile changed the ledger: %v", got)
 	}
 }
+
+// Remove's refusal shows 12-character ID prefixes; Release takes them, so an
+// operator can clear an entry Docker will never unmount (a container whose
+// mount dockerd could not restore) with what the error showed.
+func TestReleaseByIDPrefix(t *testing.T) {
+	d, _, st := fixture(t)
+	mustCreate(t, d, "v")
+	a, b := strings.Repeat("a", 64), strings.Repeat("a", 20)+strings.Repeat("b", 44)
+	for _, id := range []string{a, b} {
+		if _, err := d.Mount(&volume.MountRequest{Name: "v", ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := d.Remove(&volume.RemoveRequest{Name: "v"})
+	if err == nil || !strings.Contains(err.Error(), a[:12]) {
+		t.Fatalf("Remove = %v, want the IDs' prefixes", err)
+	}
+	if _, err := d.Release(&ReleaseRequest{Name: "v", IDs: []string{a[:12]}}); err == nil || !strings.Contains(err.Error(), "matches 2 mounts") {
+		t.Fatalf("ambiguous prefix: %v", err)
+	}
+	if _, err := d.Release(&ReleaseRequest{Name: "v", IDs: []string{"aaaa"}}); err == nil {
+		t.Fatal("a 4-character prefix was accepted")
+	}
+	res, err := d.Release(&ReleaseRequest{Name: "v", IDs: []string{b[:24]}})
+	if err != nil || len(res.Released) != 1 || res.Released[0] != b {
+		t.Fatalf("Release by prefix = %v, %v", res, err)
+	}
+	if got := ledger(t, st, "v"); len(got) != 1 || got[a] != 1 {
+		t.Fatalf("ledger %v, want only %s", got, a[:12])
+	}
+}
