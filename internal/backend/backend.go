@@ -180,6 +180,9 @@ func (r *Registry) Lookup(id string) (Module, bool) {
 // IDs lists module IDs, sorted.
 func (r *Registry) IDs() []string { return append([]string(nil), r.order...) }
 
+// maxNamedUnknown bounds how many unknown options an error names.
+const maxNamedUnknown = 5
+
 // KeyBackend is the option that selects a backend at create.
 const KeyBackend = "backend"
 
@@ -203,8 +206,15 @@ func (m Module) Parse(raw map[string]string) (Options, error) {
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		return nil, fmt.Errorf("unknown option %s for backend %q; valid options are: %s",
-			quoteList(unknown), m.ID, strings.Join(m.OptionNames(), ", "))
+		// Name a few: a hostile request with thousands of keys must not
+		// get an error as large as itself.
+		more := ""
+		if len(unknown) > maxNamedUnknown {
+			more = fmt.Sprintf(" and %d more", len(unknown)-maxNamedUnknown)
+			unknown = unknown[:maxNamedUnknown]
+		}
+		return nil, fmt.Errorf("unknown option %s%s for backend %q; valid options are: %s",
+			quoteList(unknown), more, m.ID, strings.Join(m.OptionNames(), ", "))
 	}
 	for _, o := range m.Options {
 		v, given := raw[o.Name]

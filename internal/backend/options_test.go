@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -100,4 +101,15 @@ func FuzzParseOptions(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestUnknownOptionsErrorIsBounded(t *testing.T) {
+	raw := map[string]string{}
+	for i := 0; i < 10000; i++ {
+		raw[strconv.Itoa(100000+i)] = "v"
+	}
+	_, err := fuzzModule.Parse(raw)
+	if err == nil || len(err.Error()) > 512 || !strings.Contains(err.Error(), "and 9995 more") || !strings.Contains(err.Error(), `"100000"`) {
+		t.Fatalf("error for 10000 unknown options (%d bytes): %.300v", len(fmt.Sprint(err)), err)
+	}
 }
