@@ -64,7 +64,6 @@ type raw struct {
 	http *http.Client
 }
 
-
 func (r *raw) do(t *testing.T, method, path string, body io.Reader) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, "http://plugin.moby.localhost"+path, body)
