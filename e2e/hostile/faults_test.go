@@ -159,7 +159,9 @@ func TestRootFillsUp(t *testing.T) {
 					t.Errorf("Mount on a full root: %q", merr)
 				}
 			}
-			var get struct{ Volume struct{ Status map[string]interface{} } }
+			var get struct {
+				Volume struct{ Status map[string]interface{} }
+			}
 			callD(c, "/VolumeDriver.Get", map[string]string{"Name": name}, &get)
 			want := 1
 			if merr != nil {
