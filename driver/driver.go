@@ -262,6 +262,13 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), otherTimeout)
 	defer cancel()
+	// The ledger is empty, so no container holds the storage; it may still
+	// be up if stowage died between bringing it up and recording a Mount,
+	// or between recording the last Unmount and bringing it down. Bring it
+	// down (idempotent) rather than refuse forever.
+	if err := inst.Deactivate(ctx, vol); err != nil {
+		return volErr(vol.Name, "bringing its storage down before removing it failed: %v; the volume is kept", err)
+	}
 	if err := inst.Remove(ctx, vol); err != nil {
 		return volErr(vol.Name, "removing its data failed: %v; the volume is kept", err)
 	}

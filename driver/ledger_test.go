@@ -554,3 +554,19 @@ func TestReleaseByIDPrefix(t *testing.T) {
 		t.Fatalf("ledger %v, want only %s", got, a[:12])
 	}
 }
+
+// A crash between bringing storage up and recording the Mount (or between
+// recording the last Unmount and bringing it down) leaves storage up with an
+// empty ledger. No container can hold it; Remove must not refuse forever.
+func TestRemoveBringsDownStorageTheLedgerDoesNotHold(t *testing.T) {
+	d, f, st := fixture(t)
+	mustCreate(t, d, "v")
+	vol, _ := st.Get("v")
+	f.Activate(context.Background(), vol) // up, and then the crash: no ledger entry
+	if err := d.Remove(&volume.RemoveRequest{Name: "v"}); err != nil {
+		t.Fatalf("Remove of a volume whose storage was left up by a crash: %v", err)
+	}
+	if f.isUp("v") || f.removes != 1 {
+		t.Fatalf("storage up=%v, removes=%d", f.isUp("v"), f.removes)
+	}
+}
