@@ -33,10 +33,10 @@ import (
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
+	"golang.org/x/sys/unix"
 
 	"github.com/stowage/stowage/driver"
 	"github.com/stowage/stowage/internal/backend"
-	"github.com/stowage/stowage/internal/backend/dir"
 	"github.com/stowage/stowage/internal/client"
 	"github.com/stowage/stowage/internal/e2e/daemon"
 	"github.com/stowage/stowage/internal/mounttable"
@@ -73,12 +73,18 @@ type Stats struct {
 	Violations int64
 	Leftovers  int64 // unrecorded empty directories from in-doubt creates, reported by reconcile
 	HalfRemove int64 // in-doubt removes found with the record kept and the data (partly) gone
-	Elapsed    time.Duration
+	// LeftoverRefused counts tmpfs Creates refused over an empty leftover
+	// of an in-doubt Create (dir adopts those; tmpfs asks the operator).
+	LeftoverRefused int64
+	// Orphans counts tmpfs volumes found mounted with an empty ledger after
+	// a kill cut a Mount or Unmount.
+	Orphans int64
+	Elapsed time.Duration
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("seed=%d elapsed=%s kills=%d ops=%d ok=%d refused=%d in_doubt=%d invariants=%d violations=%d leftovers=%d half_removes=%d",
-		s.Seed, s.Elapsed.Round(time.Second), s.Kills, s.Ops, s.OK, s.Refused, s.InDoubt, s.Invariants, s.Violations, s.Leftovers, s.HalfRemove)
+	return fmt.Sprintf("seed=%d elapsed=%s kills=%d ops=%d ok=%d refused=%d in_doubt=%d invariants=%d violations=%d leftovers=%d half_removes=%d tmpfs_leftovers_refused=%d tmpfs_orphans=%d",
+		s.Seed, s.Elapsed.Round(time.Second), s.Kills, s.Ops, s.OK, s.Refused, s.InDoubt, s.Invariants, s.Violations, s.Leftovers, s.HalfRemove, s.LeftoverRefused, s.Orphans)
 }
 
 type tri int
@@ -114,8 +120,13 @@ type vol struct {
 	choice  int // option set it was created with (index into optionChoices)
 	mounts  map[string]int
 	markers map[string][]byte // file name → content, written while mounted
-	doubt   *doubt
-	ids     []string // this volume's pool of mount IDs (repeats happen)
+	backend string            // dir, or tmpfs (its data goes with its last unmount)
+	// orphan: a tmpfs left mounted with an empty ledger by a kill between
+	// mounting and recording (or recording the last unmount and unmounting).
+	// No container holds it; the next Remove or mount cycle clears it.
+	orphan bool
+	doubt  *doubt
+	ids    []string // this volume's pool of mount IDs (repeats happen)
 }
 
 func (v *vol) total() int {
@@ -152,15 +163,27 @@ type Harness struct {
 	// learned is what the daemon records for each option set, learned from
 	// the first record seen: normalisation (defaults) is the daemon's
 	// business, sameness across volumes and restarts is the harness's.
-	learned map[int]map[string]string
+	learned map[string]map[string]string
 }
 
-var optionChoices = []map[string]string{
-	nil,
-	{"mode": "0700"},
-	{"uid": "1000", "gid": "1000", "mode": "0750"},
-	{"mode": "1777"},
+var optionChoices = map[string][]map[string]string{
+	"dir": {
+		nil,
+		{"mode": "0700"},
+		{"uid": "1000", "gid": "1000", "mode": "0750"},
+		{"mode": "1777"},
+	},
+	"tmpfs": {
+		{"backend": "tmpfs"},
+		{"backend": "tmpfs", "size": "4M"},
+		{"backend": "tmpfs", "mode": "0700", "uid": "1000"},
+	},
 }
+
+func (v *vol) choices() []map[string]string { return optionChoices[v.backend] }
+
+// path is the volume's mountpoint (and data directory) under root.
+func (v *vol) path(root string) string { return filepath.Join(root, v.backend, v.name) }
 
 // Run storms a fresh daemon and returns the figures. Violations are
 // reported with t.Errorf (the first 20) as they are found.
@@ -178,12 +201,15 @@ func Run(t testing.TB, cfg Config) Stats {
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "warn"
 	}
-	h := &Harness{t: t, cfg: cfg, learned: map[int]map[string]string{}}
+	h := &Harness{t: t, cfg: cfg, learned: map[string]map[string]string{}}
 	h.stats.Seed = cfg.Seed
 	rng := rand.New(rand.NewSource(cfg.Seed))
 	prefix := fmt.Sprintf("st%x", rng.Uint32())
 	for i := 0; i < cfg.Names; i++ {
-		v := &vol{name: fmt.Sprintf("%s-%02d", prefix, i), mounts: map[string]int{}, markers: map[string][]byte{}}
+		v := &vol{name: fmt.Sprintf("%s-%02d", prefix, i), mounts: map[string]int{}, markers: map[string][]byte{}, backend: "dir"}
+		if i%3 == 2 {
+			v.backend = "tmpfs"
+		}
 		for j := 0; j < 3; j++ {
 			b := make([]byte, 32)
 			rng.Read(b)
@@ -191,8 +217,17 @@ func Run(t testing.TB, cfg Config) Stats {
 		}
 		h.vols = append(h.vols, v)
 	}
-	h.d = daemon.Start(t, daemon.Options{Args: []string{"--log-level", cfg.LogLevel}})
+	h.d = daemon.Start(t, daemon.Options{Args: []string{"--log-level", cfg.LogLevel, "--backends", "dir,tmpfs"}})
 	h.cli.Store(h.d.Client())
+	t.Cleanup(func() {
+		// A kill can leave tmpfs volumes mounted: stop, then unmount them
+		// before the fixture removes the root.
+		h.d.Stop(t)
+		mts, _ := mounttable.Under(h.d.Root)
+		for i := len(mts) - 1; i >= 0; i-- {
+			unix.Unmount(mts[i], unix.MNT_DETACH)
+		}
+	})
 	start := time.Now()
 	for {
 		if cfg.Kills > 0 && h.stats.Kills >= int64(cfg.Kills) {
@@ -319,11 +354,11 @@ func (h *Harness) refused(err error, v *vol, op opKind, want string) {
 }
 
 func (h *Harness) op(rng *rand.Rand, v *vol) {
-	mp := filepath.Join(h.d.Root, dir.ID, v.name)
+	mp := v.path(h.d.Root)
 	switch p := rng.Intn(100); {
 	case p < 20: // Create
-		choice := rng.Intn(len(optionChoices))
-		raw := optionChoices[choice]
+		choice := rng.Intn(len(v.choices()))
+		raw := v.choices()[choice]
 		bad := rng.Intn(20) == 0
 		req := map[string]interface{}{"Name": v.name, "Opts": raw}
 		if bad {
@@ -341,6 +376,13 @@ func (h *Harness) op(rng *rand.Rand, v *vol) {
 			h.refused(err, v, opCreate, "unknown option")
 		case v.exists == yes && v.choice != choice:
 			h.refused(err, v, opCreate, "already exists")
+		case err != nil && v.backend == "tmpfs" && strings.Contains(err.Error(), "already exists but no volume records it") && isEmptyDir(mp):
+			// tmpfs refuses an empty leftover of an in-doubt Create where dir
+			// adopts it (reported); do what the error tells the operator.
+			atomic.AddInt64(&h.stats.LeftoverRefused, 1)
+			if rerr := os.Remove(mp); rerr != nil {
+				h.violate("volume %s: removing its empty leftover as the error says: %v", v.name, rerr)
+			}
 		default:
 			if h.check(err == nil, "volume %s: Create failed: %v", v.name, err) {
 				h.ok()
@@ -361,7 +403,7 @@ func (h *Harness) op(rng *rand.Rand, v *vol) {
 		default:
 			if h.check(err == nil, "volume %s: Remove failed: %v", v.name, err) {
 				h.ok()
-				v.exists = no
+				v.exists, v.orphan = no, false
 				v.markers = map[string][]byte{}
 				h.check(!exists(mp), "volume %s: Remove answered success but %s is still there", v.name, mp)
 			}
@@ -383,6 +425,7 @@ func (h *Harness) op(rng *rand.Rand, v *vol) {
 		}
 		h.ok()
 		v.mounts[id]++
+		v.orphan = false
 		if !h.check(resp.Mountpoint == mp, "volume %s: Mount returned %q, want %q", v.name, resp.Mountpoint, mp) {
 			return
 		}
@@ -412,6 +455,12 @@ func (h *Harness) op(rng *rand.Rand, v *vol) {
 				v.mounts[id]--
 				if v.mounts[id] == 0 {
 					delete(v.mounts, id)
+				}
+				if v.total() == 0 {
+					v.orphan = false
+					if v.backend == "tmpfs" {
+						v.markers = map[string][]byte{} // discarded with the tmpfs, by design
+					}
 				}
 			}
 		}
@@ -494,33 +543,63 @@ func (h *Harness) verifyDown() {
 		byName[r.Name] = r
 	}
 	bootID, _ := driver.ReadBootID()
-	dataDir := filepath.Join(h.d.Root, dir.ID)
-	onDisk := map[string]bool{}
-	if entries, err := os.ReadDir(dataDir); err == nil {
-		for _, e := range entries {
-			onDisk[e.Name()] = true
+	onDisk := map[string]bool{} // backend/name
+	for b := range optionChoices {
+		if entries, err := os.ReadDir(filepath.Join(h.d.Root, b)); err == nil {
+			for _, e := range entries {
+				onDisk[b+"/"+e.Name()] = true
+			}
 		}
 	}
 	known := map[string]bool{}
 	for _, v := range h.vols {
-		known[v.name] = true
-		h.resolve(v, byName[v.name], onDisk[v.name], filepath.Join(dataDir, v.name), bootID)
+		known[v.backend+"/"+v.name] = true
+		h.resolve(v, byName[v.name], onDisk[v.backend+"/"+v.name], v.path(h.d.Root), bootID)
 	}
-	for name := range byName {
-		h.check(known[name], "the state holds volume %q that the harness never created", name)
+	for name, r := range byName {
+		h.check(known[r.Backend+"/"+name], "the state holds volume %q (%s) that the harness never created", name, r.Backend)
 	}
 	for name := range onDisk {
 		h.check(known[name], "data directory %q exists that the harness never created", name)
 	}
-	// The dir backend mounts nothing: the kernel must hold no mount below the root.
+	// The mount table holds exactly what the ledgers imply: a tmpfs for each
+	// tmpfs volume with live mounts, nothing for dir volumes, and an
+	// orphaned tmpfs only where a kill cut a Mount or Unmount.
 	mts, err := mounttable.Under(h.d.Root)
-	h.check(err == nil && len(mts) == 0, "mounts below the root the ledger does not imply: %v (%v)", mts, err)
+	h.check(err == nil, "reading the mount table: %v", err)
+	mounted := map[string]bool{}
+	for _, m := range mts {
+		mounted[m] = true
+	}
+	for _, v := range h.vols {
+		p := v.path(h.d.Root)
+		live := v.exists == yes && v.total() > 0
+		switch {
+		case v.backend == "dir":
+			h.check(!mounted[p], "volume %s: something is mounted on a dir volume", v.name)
+		case live:
+			h.check(mounted[p], "volume %s: its ledger holds %d mounts but its tmpfs is not mounted", v.name, v.total())
+		default:
+			h.check(!mounted[p] || v.orphan, "volume %s: a tmpfs is mounted that the ledger does not imply", v.name)
+		}
+		v.orphan = mounted[p] && !live
+		if v.orphan {
+			atomic.AddInt64(&h.stats.Orphans, 1)
+		}
+		delete(mounted, p)
+	}
+	for m := range mounted {
+		h.violate("a mount below the root that no volume explains: %s", m)
+	}
 }
 
 func (h *Harness) resolve(v *vol, rec *store.Volume, dirThere bool, path, bootID string) {
 	d := v.doubt
 	v.doubt = nil
 	found := rec != nil
+	if d != nil && (d.kind == opMount || d.kind == opUnmount) && v.backend == "tmpfs" {
+		v.orphan = true // allowed, not required: checked against the mount table
+	}
 	switch {
 	case v.exists == no && d != nil && d.kind == opCreate:
 		if found {
@@ -562,19 +641,22 @@ func (h *Harness) resolve(v *vol, rec *store.Volume, dirThere bool, path, bootID
 		v.exists = no
 		return
 	}
-	h.check(rec.Backend == dir.ID, "volume %s: backend %q, want %q", v.name, rec.Backend, dir.ID)
-	if want, ok := h.learned[v.choice]; ok {
+	h.check(rec.Backend == v.backend, "volume %s: backend %q, want %q", v.name, rec.Backend, v.backend)
+	key := fmt.Sprintf("%s/%d", v.backend, v.choice)
+	if want, ok := h.learned[key]; ok {
 		h.check(reflect.DeepEqual(map[string]string(rec.Options), want) || (len(rec.Options) == 0 && len(want) == 0),
-			"volume %s: recorded options %v, created with %v which other volumes record as %v", v.name, rec.Options, optionChoices[v.choice], want)
+			"volume %s: recorded options %v, created with %v which other volumes record as %v", v.name, rec.Options, v.choices()[v.choice], want)
 	} else {
-		h.learned[v.choice] = rec.Options
+		h.learned[key] = rec.Options
 	}
-	for k, val := range optionChoices[v.choice] {
+	for k, val := range v.choices()[v.choice] {
+		if k == "backend" {
+			continue
+		}
+		if k == "size" {
+			val = "4194304"
+		}
 		h.check(rec.Options[k] == val, "volume %s: created with %s=%s, recorded %v", v.name, k, val, rec.Options)
-	}
-	if v.doubt == nil {
-		h.check(dirThere, "volume %s: record without its data directory", v.name)
-		h.markersIntact(v, path, true)
 	}
 	// The ledger: exact, except the one in-doubt Mount or Unmount.
 	got := map[string]int{}
@@ -601,6 +683,13 @@ func (h *Harness) resolve(v *vol, rec *store.Volume, dirThere bool, path, bootID
 		}
 	}
 	h.check(reflect.DeepEqual(got, v.mounts) || (len(got) == 0 && len(v.mounts) == 0), "volume %s: ledger %v, the model %v", v.name, got, v.mounts)
+	if v.backend == "tmpfs" && v.total() == 0 {
+		v.markers = map[string][]byte{} // an in-doubt last Unmount may have discarded them
+	}
+	if v.doubt == nil {
+		h.check(dirThere, "volume %s: record without its data directory", v.name)
+		h.markersIntact(v, path, true)
+	}
 }
 
 func (h *Harness) markersIntact(v *vol, path string, report bool) bool {
@@ -652,7 +741,7 @@ func (h *Harness) verifyUp() {
 		} else {
 			h.check(err != nil && strings.Contains(err.Error(), "no such volume"), "volume %s: Get after restart of a volume that does not exist: %v", v.name, err)
 		}
-		p := filepath.Join(h.d.Root, dir.ID, v.name)
+		p := v.path(h.d.Root)
 		if v.exists == yes && !exists(p) {
 			wantMissing[v.name] = true
 		}
@@ -681,8 +770,10 @@ func (h *Harness) verifyUp() {
 		}
 		h.check(reflect.DeepEqual(gotMissing, wantMissing), "reconcile reports missing data for %v, want %v", keys(gotMissing), keys(wantMissing))
 		h.check(reflect.DeepEqual(gotUnrecorded, wantUnrecorded), "reconcile reports unrecorded data for %v, want %v", keys(gotUnrecorded), keys(wantUnrecorded))
-		for name := range wantUnrecorded {
-			h.check(exists(filepath.Join(h.d.Root, dir.ID, name)), "reconcile deleted the unrecorded directory of %s", name)
+		for _, v := range h.vols {
+			if wantUnrecorded[v.name] {
+				h.check(exists(v.path(h.d.Root)), "reconcile deleted the unrecorded directory of %s", v.name)
+			}
 		}
 	}
 	// A half-done Remove is finished by Docker retrying it: it must succeed.
