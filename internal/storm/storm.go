@@ -329,7 +329,14 @@ func (h *Harness) call(path string, req, resp interface{}) (err error, done bool
 	atomic.AddInt64(&h.stats.Ops, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	start := time.Now()
 	err = h.cli.Load().Call(ctx, path, req, resp)
+	// dockerd gives up after 2 minutes for Create and Mount, 1 for the rest.
+	limit := time.Minute
+	if strings.HasSuffix(path, ".Create") || strings.HasSuffix(path, ".Mount") {
+		limit = 2 * time.Minute
+	}
+	h.check(time.Since(start) < limit, "%s took %v, beyond dockerd's %v", path, time.Since(start), limit)
 	var ce *client.Error
 	if err != nil && !errors.As(err, &ce) {
 		atomic.AddInt64(&h.stats.InDoubt, 1)
