@@ -228,7 +228,7 @@ func TestCore(t *testing.T) {
 			args []string
 			want string
 		}{
-			{[]string{"-o", "colour=red", "ok1"}, `unknown option "colour" for backend "dir"; valid options are: backend, gid, mode, uid`},
+			{[]string{"-o", "colour=red", "ok1"}, `unknown option "colour" for backend "dir"; valid options are: backend, `},
 			{[]string{"-o", "mode=99999", "ok2"}, `option mode="99999": must be octal permission bits`},
 			{[]string{"-o", "uid=-1", "ok3"}, `option uid="-1": must be a number`},
 			{[]string{"-o", "backend=nosuch", "ok4"}, `backend "nosuch" is not enabled`},
