@@ -138,3 +138,16 @@ func EmptyDir(p string) error {
 	}
 	return nil
 }
+
+// Adoptable returns nil if p is an empty directory that is not a mount
+// point: what a crash between making a volume's directory and recording the
+// volume leaves behind, safe to take over since it holds nothing.
+func Adoptable(p string) error {
+	if err := EmptyDir(p); err != nil {
+		return err
+	}
+	if m, err := mounttable.IsMountPoint(p); err != nil || m {
+		return errors.New("it is a mount point")
+	}
+	return nil
+}

@@ -97,7 +97,7 @@ func (d *Dir) Create(ctx context.Context, vol *backend.Volume, opts backend.Opti
 func (d *Dir) makeEmpty(ctx context.Context, name string, sized bool) error {
 	p := d.path(name)
 	if _, err := os.Lstat(p); err == nil {
-		if aerr := adoptable(p); aerr != nil {
+		if aerr := safefs.Adoptable(p); aerr != nil {
 			return fmt.Errorf("its data directory %s already exists but no volume records it (%v); nothing was changed: inspect it and move it away, then create the volume again", p, aerr)
 		}
 		if !d.btrfs || btrfs.IsSubvolume(p) {
@@ -184,15 +184,6 @@ func ApplyOwnership(path string, opts backend.Options) error {
 	return nil
 }
 
-func adoptable(p string) error {
-	if err := safefs.EmptyDir(p); err != nil {
-		return err
-	}
-	if m, err := mounttable.IsMountPoint(p); err != nil || m {
-		return errors.New("it is a mount point")
-	}
-	return nil
-}
 
 // Mountpoint is the directory itself.
 func (d *Dir) Mountpoint(vol *backend.Volume) string { return d.path(vol.Name) }

@@ -50,10 +50,17 @@ func (t *Tmpfs) Validate(backend.Options) error { return nil }
 
 // Create makes the empty mount point; nothing is mounted until first use.
 func (t *Tmpfs) Create(_ context.Context, vol *backend.Volume, _ backend.Options) error {
-	if err := os.Mkdir(t.path(vol.Name), 0o700); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("its mount point %s already exists but no volume records it; nothing was changed: remove it, then create the volume again", t.path(vol.Name))
+	p := t.path(vol.Name)
+	err := os.Mkdir(p, 0o700)
+	if errors.Is(err, os.ErrExist) {
+		// Like dir: a crash between mkdir and the record leaves an empty
+		// mount point, which is safe to adopt; anything else is kept.
+		if aerr := safefs.Adoptable(p); aerr != nil {
+			return fmt.Errorf("its mount point %s already exists but no volume records it (%v); nothing was changed: inspect it, remove it, then create the volume again", p, aerr)
 		}
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("creating its mount point: %w", err)
 	}
 	return nil

@@ -52,3 +52,27 @@ func TestMountDiscardAndRemoveRefusedWhileMounted(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A crash between making the mount point and recording the volume leaves an
+// empty directory: the next Create takes it over. Anything else is kept.
+func TestCreateAdoptsOnlyAnEmptyLeftover(t *testing.T) {
+	b := &Tmpfs{dir: t.TempDir()}
+	ctx := context.Background()
+	empty := &backend.Volume{Name: "empty"}
+	os.Mkdir(b.path("empty"), 0o700)
+	if err := b.Create(ctx, empty, backend.Options{}); err != nil {
+		t.Fatalf("Create over an empty leftover: %v", err)
+	}
+
+	full := &backend.Volume{Name: "full"}
+	os.Mkdir(b.path("full"), 0o700)
+	keep := filepath.Join(b.path("full"), "someones-file")
+	os.WriteFile(keep, []byte("keep me"), 0o600)
+	err := b.Create(ctx, full, backend.Options{})
+	if err == nil || !strings.Contains(err.Error(), "not empty") || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("Create over a non-empty leftover = %v; want a refusal", err)
+	}
+	if data, err := os.ReadFile(keep); err != nil || string(data) != "keep me" {
+		t.Fatalf("refused Create touched the leftover: %q %v", data, err)
+	}
+}
