@@ -184,7 +184,6 @@ func ApplyOwnership(path string, opts backend.Options) error {
 	return nil
 }
 
-
 // Mountpoint is the directory itself.
 func (d *Dir) Mountpoint(vol *backend.Volume) string { return d.path(vol.Name) }
 
