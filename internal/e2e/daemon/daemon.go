@@ -91,7 +91,12 @@ func Start(t testing.TB, o Options) *Daemon {
 	}
 	d := &Daemon{opts: o, bin: Bin(t), Root: o.Root, Name: o.Name, Socket: "/run/docker/plugins/" + o.Name + ".sock", log: &syncBuffer{}}
 	d.start(t)
-	t.Cleanup(func() { d.Stop(t) })
+	t.Cleanup(func() {
+		d.Stop(t)
+		// A Kill leaves the socket behind, as a crash would; left there it
+		// makes every engine on the machine retry it for ~15 s per listing.
+		os.Remove(d.Socket)
+	})
 	return d
 }
 
