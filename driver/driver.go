@@ -134,6 +134,30 @@ func (d *Driver) load(name string) (*store.Volume, error) {
 	return vol, nil
 }
 
+// held locks name and loads its record and backend. On success the caller
+// owns the lock and must call unlock.
+func (d *Driver) held(name string) (*store.Volume, backend.Instance, func(), error) {
+	unlock := d.locks.Lock(name)
+	vol, err := d.load(name)
+	if err == nil {
+		var inst backend.Instance
+		if inst, err = d.instance(vol); err == nil {
+			return vol, inst, unlock, nil
+		}
+	}
+	unlock()
+	return nil, backend.Instance{}, nil, err
+}
+
+// mountpoint is where vol's data is reachable, or "" if its backend is not
+// enabled here: List must still list such a volume.
+func (d *Driver) mountpoint(vol *store.Volume) string {
+	if inst, ok := d.cfg.Backends[vol.Backend]; ok {
+		return inst.Mountpoint(vol)
+	}
+	return ""
+}
+
 // Create validates everything, makes the storage, then commits the record.
 // A failure at any step leaves neither record nor storage behind.
 func (d *Driver) Create(req *volume.CreateRequest) error {
@@ -247,18 +271,13 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 // Remove deletes a volume that no mount holds: its storage first, then the
 // record, so a failure keeps the volume visible.
 func (d *Driver) Remove(req *volume.RemoveRequest) error {
-	unlock := d.locks.Lock(req.Name)
-	defer unlock()
-	vol, err := d.load(req.Name)
+	vol, inst, unlock, err := d.held(req.Name)
 	if err != nil {
 		return err
 	}
+	defer unlock()
 	if n := vol.ActiveMounts(); n > 0 {
 		return volErr(vol.Name, "is in use: %s; stop the containers using it first%s", d.describeMounts(vol), d.staleHint(vol))
-	}
-	inst, err := d.instance(vol)
-	if err != nil {
-		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), otherTimeout)
 	defer cancel()
@@ -284,16 +303,11 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	if err := ValidateMountID(req.ID); err != nil {
 		return nil, volErr(req.Name, "%v", err)
 	}
-	unlock := d.locks.Lock(req.Name)
+	vol, inst, unlock, err := d.held(req.Name)
+	if err != nil {
+		return nil, err
+	}
 	defer unlock()
-	vol, err := d.load(req.Name)
-	if err != nil {
-		return nil, err
-	}
-	inst, err := d.instance(vol)
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), mountTimeout)
 	defer cancel()
 	first := d.liveMounts(vol) == 0
@@ -406,11 +420,7 @@ func (d *Driver) List() (*volume.ListResponse, error) {
 	}
 	out := make([]*volume.Volume, 0, len(vols))
 	for _, v := range vols {
-		mp := ""
-		if inst, ok := d.cfg.Backends[v.Backend]; ok {
-			mp = inst.Mountpoint(v)
-		}
-		out = append(out, &volume.Volume{Name: v.Name, Mountpoint: mp, CreatedAt: v.CreatedAt.Format(time.RFC3339)})
+		out = append(out, &volume.Volume{Name: v.Name, Mountpoint: d.mountpoint(v), CreatedAt: v.CreatedAt.Format(time.RFC3339)})
 	}
 	return &volume.ListResponse{Volumes: out}, nil
 }
@@ -431,10 +441,8 @@ func (d *Driver) WriteList(w io.Writer) error {
 		}
 		sep = true
 		buf = appendJSONString(append(buf, `{"Name":`...), v.Name)
-		if inst, ok := d.cfg.Backends[v.Backend]; ok {
-			if mp := inst.Mountpoint(v); mp != "" {
-				buf = appendJSONString(append(buf, `,"Mountpoint":`...), mp)
-			}
+		if mp := d.mountpoint(v); mp != "" {
+			buf = appendJSONString(append(buf, `,"Mountpoint":`...), mp)
 		}
 		buf = append(v.CreatedAt.AppendFormat(append(buf, `,"CreatedAt":"`...), time.RFC3339), '"', '}')
 		_, err := w.Write(buf)
@@ -669,16 +677,11 @@ func (d *Driver) Resize(req *ResizeRequest) (*ResizeResponse, error) {
 	if err != nil {
 		return nil, volErr(req.Name, "size %q: %v", req.Size, err)
 	}
-	unlock := d.locks.Lock(req.Name)
+	vol, inst, unlock, err := d.held(req.Name)
+	if err != nil {
+		return nil, err
+	}
 	defer unlock()
-	vol, err := d.load(req.Name)
-	if err != nil {
-		return nil, err
-	}
-	inst, err := d.instance(vol)
-	if err != nil {
-		return nil, err
-	}
 	r, ok := inst.Backend.(backend.Resizer)
 	if !ok {
 		return nil, volErr(vol.Name, "its backend %q cannot resize volumes", vol.Backend)
