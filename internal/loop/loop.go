@@ -143,11 +143,17 @@ func Attach(file string) (*Device, error) {
 	return nil, fmt.Errorf("attaching %s: every free loop device was taken meanwhile: %w", file, lastErr)
 }
 
-// Detach clears dev if it is not in use (a mount holds it busy). With
-// autoclear a device no one holds is cleared already; this is for devices
-// left attached by a crash between attach and mount.
+// Detach clears dev, refusing while anything holds it. LOOP_CLR_FD alone
+// cannot tell: on a busy device it only arms autoclear and returns success.
+// A mounted filesystem claims its block device exclusively, in every mount
+// namespace, so an exclusive open fails with EBUSY while one is mounted.
+// With autoclear a device no one holds is cleared already; this is for
+// devices left attached by a crash between attach and mount.
 func Detach(dev string) error {
-	fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("%s is in use (a filesystem on it is mounted, perhaps outside stowage's directories)", dev)
+	}
 	if err != nil {
 		return err
 	}

@@ -28,12 +28,8 @@ func RemoveTree(dir string) error {
 	if !filepath.IsAbs(dir) || filepath.Clean(dir) != dir || dir == "/" {
 		return fmt.Errorf("refusing to remove %q: not a clean absolute path", dir)
 	}
-	mounts, err := mounttable.Under(dir)
-	if err != nil {
+	if err := RefuseMounted(dir); err != nil {
 		return err
-	}
-	if len(mounts) > 0 {
-		return fmt.Errorf("refusing to remove %s: %w (%s); unmount it first", dir, ErrMounted, strings.Join(mounts, ", "))
 	}
 	parent, err := unix.Open(filepath.Dir(dir), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -114,6 +110,19 @@ func removeContents(fd int, path string, mnt uint64) error {
 		if err := unix.Unlinkat(fd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("removing %s: %w", filepath.Join(path, name), err)
 		}
+	}
+	return nil
+}
+
+// RefuseMounted returns an ErrMounted error naming the mounts at or below
+// p, if the kernel's mount table has any.
+func RefuseMounted(p string) error {
+	mounts, err := mounttable.Under(p)
+	if err != nil {
+		return err
+	}
+	if len(mounts) > 0 {
+		return fmt.Errorf("refusing to remove %s: %w (%s); unmount it first", p, ErrMounted, strings.Join(mounts, ", "))
 	}
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -17,7 +16,6 @@ import (
 	"github.com/stowage/stowage/internal/backend"
 	"github.com/stowage/stowage/internal/btrfs"
 	"github.com/stowage/stowage/internal/copyfs"
-	"github.com/stowage/stowage/internal/mounttable"
 	"github.com/stowage/stowage/internal/safefs"
 )
 
@@ -212,12 +210,8 @@ func (d *Dir) Remove(_ context.Context, vol *backend.Volume) error {
 func (d *Dir) remove(name string) error {
 	p := d.path(name)
 	if d.btrfs && btrfs.IsSubvolume(p) {
-		mounts, err := mounttable.Under(p)
-		if err != nil {
+		if err := safefs.RefuseMounted(p); err != nil {
 			return err
-		}
-		if len(mounts) > 0 {
-			return fmt.Errorf("refusing to remove %s: %w (%s); unmount it first", p, safefs.ErrMounted, strings.Join(mounts, ", "))
 		}
 		return btrfs.DeleteSubvolume(d.dir, name)
 	}

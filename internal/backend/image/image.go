@@ -11,7 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -267,22 +267,44 @@ func (b *Image) Deactivate(_ context.Context, vol *backend.Volume) error {
 }
 
 // Remove deletes the volume's directory with its image, refusing while the
-// filesystem (or anything else) is mounted there.
+// filesystem is mounted there, or its loop device is held anywhere else (a
+// mount of the device outside the volume's directory is not in our table).
 func (b *Image) Remove(_ context.Context, vol *backend.Volume) error {
-	if mounts, err := mounttable.Under(b.volDir(vol.Name)); err != nil {
-		return err
-	} else if len(mounts) > 0 {
-		return fmt.Errorf("its filesystem is still mounted at %s; stop what uses it (or run 'stowage release') first", strings.Join(mounts, ", "))
+	if err := safefs.RefuseMounted(b.volDir(vol.Name)); err != nil {
+		return fmt.Errorf("%w (or run 'stowage release' if its containers are gone)", err)
 	}
-	// A crash between attach and mount can leave a device behind.
-	if _, err := os.Stat(b.img(vol.Name)); err == nil {
-		if dev, err := loop.Find(b.img(vol.Name)); err == nil && dev != "" {
-			if err := loop.Detach(dev); err != nil {
-				return fmt.Errorf("its image is still attached to %s and detaching failed: %v", dev, err)
-			}
+	img := b.img(vol.Name)
+	if _, err := os.Stat(img); err == nil {
+		if err := detachImage(img); err != nil {
+			return err
 		}
 	}
 	return safefs.RemoveTree(b.volDir(vol.Name))
+}
+
+// detachImage makes sure no loop device backs img any more. A crash between
+// attach and mount leaves an idle device, which is cleared; a device someone
+// holds (mounted, in any namespace) is refused, and the image kept.
+func detachImage(img string) error {
+	dev, err := loop.Find(img)
+	if err != nil {
+		return fmt.Errorf("checking whether its image %s is attached to a loop device: %v; the volume is kept", img, err)
+	}
+	if dev == "" {
+		return nil
+	}
+	if err := loop.Detach(dev); err != nil {
+		return fmt.Errorf("its image is attached to %s and cannot be detached: %v; the volume is kept", dev, err)
+	}
+	// The kernel may finish clearing after our close: wait briefly, then
+	// refuse rather than delete an image a device still reads.
+	for i := 0; i < 50; i++ {
+		if dev, err = loop.Find(img); err == nil && dev == "" {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("its image is still attached to %s after detaching; the volume is kept", dev)
 }
 
 // Inventory compares volume directories with the records.

@@ -2,15 +2,19 @@ package image
 
 import (
 	"context"
+	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/stowage/stowage/internal/backend"
 	"github.com/stowage/stowage/internal/loop"
 	"github.com/stowage/stowage/internal/mounttable"
+	"github.com/stowage/stowage/internal/safefs"
 )
 
 func newTest(t *testing.T) (*Image, *backend.Volume) {
@@ -51,7 +55,7 @@ func TestRemoveRefusesWhileMounted(t *testing.T) {
 	if err := os.WriteFile(b.Mountpoint(vol)+"/data", []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Remove(ctx, vol); err == nil || !strings.Contains(err.Error(), "still mounted") {
+	if err := b.Remove(ctx, vol); !errors.Is(err, safefs.ErrMounted) {
 		t.Fatalf("Remove while mounted: %v; want a refusal", err)
 	}
 	if _, err := os.Stat(b.img(vol.Name)); err != nil {
@@ -111,5 +115,48 @@ func TestValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v; want %q", c.opts, err, c.want)
 		}
+	}
+}
+
+// The image's loop device mounted outside the volume's directory (by an
+// admin, or inside a container's namespace) is not in the mount table under
+// the volume, and LOOP_CLR_FD on it only arms autoclear: Remove must still
+// refuse, and the image must stay.
+func TestRemoveRefusesWhileDeviceMountedElsewhere(t *testing.T) {
+	b, vol := newTest(t)
+	ctx := context.Background()
+	if err := b.Activate(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := loop.Find(b.img(vol.Name))
+	if err != nil || dev == "" {
+		t.Fatalf("no loop device for the active image: %q %v", dev, err)
+	}
+	elsewhere := t.TempDir()
+	if err := unix.Mount(dev, elsewhere, "ext4", 0, ""); err != nil {
+		t.Fatalf("mounting %s elsewhere: %v", dev, err)
+	}
+	defer unix.Unmount(elsewhere, unix.MNT_DETACH)
+	os.WriteFile(filepath.Join(elsewhere, "precious"), []byte("keep"), 0o644)
+	if err := b.Deactivate(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	err = b.Remove(ctx, vol)
+	if err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("Remove while %s is mounted at %s = %v; want a refusal", dev, elsewhere, err)
+	}
+	if _, err := os.Stat(b.img(vol.Name)); err != nil {
+		t.Fatalf("image deleted while its device was mounted elsewhere: %v", err)
+	}
+
+	// Once nothing holds the device, Remove proceeds.
+	if err := unix.Unmount(elsewhere, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Remove(ctx, vol); err != nil {
+		t.Fatalf("Remove after the other mount ended: %v", err)
+	}
+	if _, err := os.Stat(b.volDir(vol.Name)); !os.IsNotExist(err) {
+		t.Fatalf("volume directory after remove: %v", err)
 	}
 }
