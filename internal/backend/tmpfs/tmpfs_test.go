@@ -2,12 +2,14 @@ package tmpfs
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stowage/stowage/internal/backend"
+	"github.com/stowage/stowage/internal/safefs"
 )
 
 func TestMountDiscardAndRemoveRefusedWhileMounted(t *testing.T) {
@@ -35,7 +37,7 @@ func TestMountDiscardAndRemoveRefusedWhileMounted(t *testing.T) {
 		t.Fatalf("second activate: %v", err)
 	}
 	os.WriteFile(filepath.Join(b.Mountpoint(vol), "f"), []byte("x"), 0o644)
-	if err := b.Remove(ctx, vol); err == nil || !strings.Contains(err.Error(), "still mounted") {
+	if err := b.Remove(ctx, vol); !errors.Is(err, safefs.ErrMounted) {
 		t.Fatalf("Remove while mounted: %v", err)
 	}
 	inv, _ := b.Inventory(ctx, []*backend.Volume{vol})
