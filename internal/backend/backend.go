@@ -303,7 +303,11 @@ func InventoryDir(dir string, known []*Volume, present func(v *Volume, entry boo
 	}
 	onDisk := make(map[string]bool, len(entries))
 	for _, e := range entries {
-		onDisk[e.Name()] = true
+		// No volume name starts with a dot: such entries are a backend's
+		// own scratch (temporary files), not a volume's storage.
+		if !strings.HasPrefix(e.Name(), ".") {
+			onDisk[e.Name()] = true
+		}
 	}
 	for _, v := range known {
 		ok := onDisk[v.Name]

@@ -9,11 +9,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/stowage/stowage/internal/backend"
 	"github.com/stowage/stowage/internal/backend/dir"
@@ -147,7 +144,9 @@ func (b *Bind) Create(_ context.Context, vol *backend.Volume, opts backend.Optio
 	if _, err := os.Lstat(b.marker(vol.Name)); err == nil {
 		return fmt.Errorf("a leftover marker %s exists; remove it, then create the volume again", b.marker(vol.Name))
 	}
-	tmp := b.marker(vol.Name) + ".tmp"
+	// No volume name starts with a dot, so the temporary file can never be
+	// taken for, or overwrite, another volume's marker.
+	tmp := filepath.Join(b.dir, "."+vol.Name+".tmp")
 	if err := os.WriteFile(tmp, []byte(res), 0o600); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("recording the adopted path: %w", err)
@@ -156,34 +155,15 @@ func (b *Bind) Create(_ context.Context, vol *backend.Volume, opts backend.Optio
 		os.Remove(tmp)
 		return fmt.Errorf("recording the adopted path: %w", err)
 	}
-	if opts["uid"] != "" || opts["gid"] != "" || opts["mode"] != "" {
-		if err := applyOwnership(res, opts); err != nil {
-			os.Remove(b.marker(vol.Name))
-			return err
-		}
+	if err := dir.ApplyOwnership(res, opts); err != nil {
+		os.Remove(b.marker(vol.Name))
+		return err
 	}
 	if vol.Private == nil {
 		vol.Private = map[string]string{}
 	}
 	vol.Private[privPath] = res
 	return nil
-}
-
-func applyOwnership(p string, opts backend.Options) error {
-	if opts["mode"] == "" {
-		// dir.ApplyOwnership sets a mode always; keep the current one.
-		var st unix.Stat_t
-		if err := unix.Stat(p, &st); err != nil {
-			return err
-		}
-		o := backend.Options{}
-		for k, v := range opts {
-			o[k] = v
-		}
-		o["mode"] = fmt.Sprintf("%04o", st.Mode&0o7777)
-		opts = o
-	}
-	return dir.ApplyOwnership(p, opts)
 }
 
 // adopted reads the markers: volume name → adopted path.
@@ -194,8 +174,8 @@ func (b *Bind) adopted() (map[string]string, error) {
 	}
 	out := map[string]string{}
 	for _, e := range entries {
-		if strings.HasSuffix(e.Name(), ".tmp") {
-			continue
+		if strings.HasPrefix(e.Name(), ".") {
+			continue // a temporary marker, never a volume
 		}
 		data, err := os.ReadFile(filepath.Join(b.dir, e.Name()))
 		if err != nil {
@@ -239,22 +219,10 @@ func (b *Bind) Remove(_ context.Context, vol *backend.Volume) error {
 // Inventory reports markers without records and recorded host paths that
 // are gone.
 func (b *Bind) Inventory(_ context.Context, known []*backend.Volume) (backend.Inventory, error) {
-	var inv backend.Inventory
-	adopted, err := b.adopted()
-	if err != nil {
-		return inv, err
-	}
-	for _, v := range known {
-		if fi, err := os.Stat(v.Private[privPath]); err != nil || !fi.IsDir() {
-			inv.Missing = append(inv.Missing, v.Name)
-		}
-		delete(adopted, v.Name)
-	}
-	for n := range adopted {
-		inv.Unrecorded = append(inv.Unrecorded, n)
-	}
-	sort.Strings(inv.Unrecorded)
-	return inv, nil
+	return backend.InventoryDir(b.dir, known, func(v *backend.Volume, _ bool) bool {
+		fi, err := os.Stat(v.Private[privPath])
+		return err == nil && fi.IsDir()
+	})
 }
 
 // Status says where the data is and that it outlives the volume.

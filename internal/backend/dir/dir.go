@@ -155,7 +155,9 @@ func InheritOwnership(src, dst *backend.Volume) {
 	}
 }
 
-// ApplyOwnership applies the common uid, gid and mode options to path.
+// ApplyOwnership applies the common uid, gid and mode options to path; an
+// absent option leaves that attribute as it is (bind keeps a host
+// directory's own; the others always carry mode's default).
 func ApplyOwnership(path string, opts backend.Options) error {
 	uid, gid := -1, -1
 	if v, ok := opts["uid"]; ok {
@@ -171,13 +173,12 @@ func ApplyOwnership(path string, opts backend.Options) error {
 			return fmt.Errorf("setting owner of %s: %w", path, err)
 		}
 	}
-	mode := uint32(0o755)
 	if v, ok := opts["mode"]; ok {
-		mode, _ = backend.ParseMode(v)
-	}
-	// os.Chmod would drop setuid/setgid/sticky: use the raw bits.
-	if err := unix.Chmod(path, mode); err != nil {
-		return fmt.Errorf("setting mode of %s: %w", path, err)
+		mode, _ := backend.ParseMode(v)
+		// os.Chmod would drop setuid/setgid/sticky: use the raw bits.
+		if err := unix.Chmod(path, mode); err != nil {
+			return fmt.Errorf("setting mode of %s: %w", path, err)
+		}
 	}
 	return nil
 }
