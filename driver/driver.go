@@ -79,22 +79,27 @@ func New(cfg Config) (*Driver, error) {
 		cfg.Log = l
 	}
 	if cfg.BootID == "" {
-		id, err := ReadBootID()
-		if err != nil {
-			return nil, err
-		}
-		cfg.BootID = id
+		// Without it every ledger entry would look stale (or live) at
+		// random: a caller must say which boot this is.
+		return nil, errors.New("driver: no boot ID")
 	}
 	return &Driver{cfg: cfg, locks: newKeyedMutex(), log: cfg.Log}, nil
 }
 
-// ReadBootID returns the kernel's boot ID.
-func ReadBootID() (string, error) {
-	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		return "", fmt.Errorf("reading the kernel boot ID: %w", err)
+// DefaultBootIDFile is where the kernel publishes its boot ID.
+const DefaultBootIDFile = "/proc/sys/kernel/random/boot_id"
+
+// ReadBootID reads a boot ID from path (DefaultBootIDFile but in tests).
+func ReadBootID(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	id := strings.TrimSpace(string(b))
+	if err == nil && id == "" {
+		err = errors.New("it is empty")
 	}
-	return strings.TrimSpace(string(b)), nil
+	if err != nil {
+		return "", fmt.Errorf("reading the boot ID from %s: %w", path, err)
+	}
+	return id, nil
 }
 
 func enabledIDs(m map[string]backend.Instance) []string {

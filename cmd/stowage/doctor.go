@@ -15,8 +15,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/stowage/stowage/driver"
-	"github.com/stowage/stowage/internal/backend"
-	"github.com/stowage/stowage/internal/backend/all"
 	"github.com/stowage/stowage/internal/config"
 	"github.com/stowage/stowage/internal/mounttable"
 	"github.com/stowage/stowage/internal/store"
@@ -232,13 +230,7 @@ func (d *doctor) offlineDriver(readOnly bool) (*driver.Driver, *store.Store, err
 	}
 	log := logrus.New()
 	log.Out = io.Discard
-	reg := backend.NewRegistry(all.Modules()...)
-	insts, err := reg.Provision(root, d.cfg.EnabledBackends(defaultBackends(reg, d.cfg)), d.cfg.BackendSettings(), log)
-	if err != nil {
-		st.Close()
-		return nil, nil, err
-	}
-	drv, err := driver.New(driver.Config{Store: st, Backends: insts, DefaultBackend: d.cfg.DefaultBackend, Log: log})
+	drv, _, err := buildDriver(d.cfg, root, st, log)
 	if err != nil {
 		st.Close()
 		return nil, nil, err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -124,24 +123,7 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		defer msrv.Close()
 	}
 
-	reg := backend.NewRegistry(all.Modules()...)
-	insts, err := reg.Provision(root, cfg.EnabledBackends(defaultBackends(reg, cfg)), cfg.BackendSettings(), log)
-	if err != nil {
-		return err
-	}
-	if cfg.ExposeDir != "" {
-		if insts, err = exposeInstances(insts, root, cfg.ExposeDir, log); err != nil {
-			return err
-		}
-	}
-	bootID, err := os.ReadFile(cfg.BootIDFile)
-	if err != nil || len(bytes.TrimSpace(bootID)) == 0 {
-		return fmt.Errorf("--boot-id-file %s: cannot read a boot ID (%v)", cfg.BootIDFile, err)
-	}
-	drv, err := driver.New(driver.Config{
-		Store: st, Backends: insts, DefaultBackend: cfg.DefaultBackend,
-		Scope: cfg.Scope, Log: log, BootID: string(bytes.TrimSpace(bootID)),
-	})
+	drv, insts, err := buildDriver(cfg, root, st, log)
 	if err != nil {
 		return err
 	}
@@ -216,6 +198,31 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	}
 	log.Info("stowage stopped")
 	return nil
+}
+
+// buildDriver provisions the backends the settings enable (exposed under
+// --expose-dir if set) and builds the driver over st, exactly as the daemon
+// sees them: doctor, reading the state itself, must judge as serve would.
+func buildDriver(cfg *config.Serve, root string, st *store.Store, log logrus.FieldLogger) (*driver.Driver, map[string]backend.Instance, error) {
+	reg := backend.NewRegistry(all.Modules()...)
+	insts, err := reg.Provision(root, cfg.EnabledBackends(defaultBackends(reg, cfg)), cfg.BackendSettings(), log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.ExposeDir != "" {
+		if insts, err = exposeInstances(insts, root, cfg.ExposeDir, log); err != nil {
+			return nil, nil, err
+		}
+	}
+	bootID, err := driver.ReadBootID(cfg.BootIDFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--boot-id-file: %w", err)
+	}
+	drv, err := driver.New(driver.Config{
+		Store: st, Backends: insts, DefaultBackend: cfg.DefaultBackend,
+		Scope: cfg.Scope, Log: log, BootID: bootID,
+	})
+	return drv, insts, err
 }
 
 // operatorEndpoints are the /Stowage.* calls the operator commands use.

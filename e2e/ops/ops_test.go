@@ -330,3 +330,33 @@ func TestLsInspectDoctorFindPlantedInconsistenciesAndFixLosesNothing(t *testing.
 		}
 	}
 }
+
+// doctor judges staleness by the boot ID the daemon uses (--boot-id-file):
+// reading the real one instead would call every live mount stale, and
+// --fix would release it while its container runs.
+func TestDoctorUsesTheDaemonsBootID(t *testing.T) {
+	engine.RequireRoot(t)
+	bootFile := filepath.Join(t.TempDir(), "boot_id")
+	os.WriteFile(bootFile, []byte("11111111-2222-3333-4444-555555555555\n"), 0o644)
+	d := daemon.Start(t, daemon.Options{Args: []string{"--boot-id-file", bootFile}})
+	ctx, cancel := ctxT()
+	defer cancel()
+	mid := strings.Repeat("c", 64)
+	if err := d.Client().Call(ctx, "/VolumeDriver.Create", map[string]string{"Name": "live"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Client().Call(ctx, "/VolumeDriver.Mount", map[string]string{"Name": "live", "ID": mid}, nil); err != nil {
+		t.Fatal(err)
+	}
+	d.Stop(t)
+
+	args := []string{"--root", d.Root, "--socket", d.Name, "--boot-id-file", bootFile}
+	r, _ := doctor(t, append([]string{"--fix"}, args...)...)
+	if _, stale := kinds(r)["stale-mount/live"]; stale || len(r.Fixed) > 0 {
+		t.Fatalf("doctor --fix with the daemon's boot ID called a live mount stale: findings %v, fixed %v", r.Findings, r.Fixed)
+	}
+	out, code := stowage(t, "inspect", "--format", "json", "--root", d.Root, "--socket", d.Name, "live")
+	if code != 0 || !strings.Contains(out, mid) {
+		t.Fatalf("the live mount is gone from the ledger after doctor --fix (exit %d):\n%s", code, out)
+	}
+}

@@ -549,7 +549,7 @@ func (h *Harness) verifyDown() {
 	for _, r := range recs {
 		byName[r.Name] = r
 	}
-	bootID, _ := driver.ReadBootID()
+	bootID, _ := driver.ReadBootID(driver.DefaultBootIDFile)
 	onDisk := map[string]bool{} // backend/name
 	for b := range optionChoices {
 		if entries, err := os.ReadDir(filepath.Join(h.d.Root, b)); err == nil {
