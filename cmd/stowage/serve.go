@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -100,6 +101,9 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		return fmt.Errorf("--socket: %w", err)
 	}
 
+	if err := refuseLostState(root); err != nil {
+		return err
+	}
 	st, err := store.Open(filepath.Join(root, store.FileName), store.Options{})
 	if err != nil {
 		return err
@@ -197,6 +201,25 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		}
 	}
 	log.Info("stowage stopped")
+	return nil
+}
+
+// refuseLostState stops a start that would create a new, empty state file
+// in a root that already holds volumes' data: the state file was lost or
+// moved, and Docker would forget every volume whose Get then fails.
+func refuseLostState(root string) error {
+	path := filepath.Join(root, store.FileName)
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	for _, m := range all.Modules() {
+		entries, _ := os.ReadDir(filepath.Join(root, m.ID))
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Name(), ".") {
+				return fmt.Errorf("state file %s is missing, but %s holds volume data (%s, …); stowage will not start empty over it: restore the state file from a backup, or move the data away", path, filepath.Join(root, m.ID), e.Name())
+			}
+		}
+	}
 	return nil
 }
 

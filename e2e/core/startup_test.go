@@ -63,6 +63,14 @@ func TestStartRefusesBadState(t *testing.T) {
 			s.Close()
 			setSchema(t, path, "99")
 		},
+		"empty-file": func(t *testing.T, path string) {
+			os.WriteFile(path, nil, 0o600)
+		},
+		"missing-beside-data": func(t *testing.T, path string) {
+			vol := filepath.Join(filepath.Dir(path), "dir", "precious")
+			os.MkdirAll(vol, 0o755)
+			os.WriteFile(filepath.Join(vol, "f"), []byte("data"), 0o644)
+		},
 		"unreadable": func(t *testing.T, path string) {
 			os.Mkdir(path, 0o700) // a directory where the file should be
 		},

@@ -137,6 +137,11 @@ func Open(path string, o Options) (s *Store, err error) {
 	if o.LockTimeout == 0 {
 		o.LockTimeout = 2 * time.Second
 	}
+	// bbolt initialises an empty file as a new database: that would be
+	// starting empty over a state file someone truncated.
+	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+		return nil, fmt.Errorf("state file %s is empty (0 bytes); stowage will not start over it: restore it from a backup, or, only if this is a new install whose first start was cut short, delete it", path)
+	}
 	if !o.ReadOnly {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return nil, fmt.Errorf("state file %s: cannot create its directory: %w", path, err)
