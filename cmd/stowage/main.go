@@ -73,7 +73,7 @@ Commands:
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, "\nFlags of 'stowage serve' (each also read from its environment variable):\n")
-	fs, _ := serveFlags(io.Discard)
+	fs, _, _ := serveFlags(io.Discard)
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 	fmt.Fprintf(w, "\nRun 'stowage COMMAND --help' for a command's flags.\n")

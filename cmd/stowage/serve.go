@@ -26,7 +26,9 @@ import (
 	"github.com/stowage/stowage/plugin"
 )
 
-func serveFlags(stderr io.Writer) (*flag.FlagSet, *config.Serve) {
+// serveFlags binds serve's flags; the error is a bad environment value,
+// which a daemon must not shrug off (it would run with a default instead).
+func serveFlags(stderr io.Writer) (*flag.FlagSet, *config.Serve, error) {
 	fs := flag.NewFlagSet("stowage serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := &config.Serve{}
@@ -36,14 +38,15 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *config.Serve) {
 		fmt.Fprintf(fs.Output(), "Usage: stowage serve [flags]\n\nRuns the volume plugin daemon. Flags (each also read from its environment variable):\n")
 		fs.PrintDefaults()
 	}
-	if err := b.Err(); err != nil {
-		fmt.Fprintln(stderr, "stowage serve:", err)
-	}
-	return fs, cfg
+	return fs, cfg, b.Err()
 }
 
 func runServe(args []string, stdout, stderr io.Writer) int {
-	fs, cfg := serveFlags(stderr)
+	fs, cfg, envErr := serveFlags(stderr)
+	if envErr != nil {
+		fmt.Fprintln(stderr, "stowage serve:", envErr)
+		return 2
+	}
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
