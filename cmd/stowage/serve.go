@@ -178,6 +178,7 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	}
 	log.WithFields(logrus.Fields{"socket": sock, "activated": activated, "root": root, "version": version, "ready_in": time.Since(start)}).Info("stowage is serving")
 
+	var serveErr error
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
@@ -190,10 +191,11 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		plugin.NotifyStopping()
 		srv.Shutdown(cfg.ShutdownTimeout)
 		<-done
-	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("serving on %s: %w", sock, err)
-		}
+	case serveErr = <-done:
+		// One listener failed: stop the others too, so no request runs
+		// while the state closes, and clean up the socket below.
+		log.WithError(serveErr).Error("a listener failed; shutting down")
+		srv.Shutdown(cfg.ShutdownTimeout)
 	}
 	// Closing the listener unlinks the socket; make sure of it, since a
 	// stale socket makes every docker volume command wait for retries.
@@ -202,6 +204,9 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		if err := os.Remove(sock); err != nil && !os.IsNotExist(err) {
 			log.WithError(err).Warn("removing the socket file")
 		}
+	}
+	if serveErr != nil {
+		return fmt.Errorf("serving: %w", serveErr)
 	}
 	log.Info("stowage stopped")
 	return nil
