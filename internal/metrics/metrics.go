@@ -22,10 +22,11 @@ import (
 	"github.com/stowage/stowage/internal/store"
 )
 
-// Lister is what the scrape-time collector reads: the store's List, from the
-// index, so a scrape never touches a backend.
+// Lister is what the scrape-time collector reads: the store's Scan, from
+// the index, so a scrape never touches a backend, and never holds every
+// record (or one long read transaction) at once.
 type Lister interface {
-	List() ([]*store.Volume, error)
+	Scan(fn func(*store.Volume) error) error
 }
 
 // Metrics holds stowage's collectors on their own registry (never the
@@ -97,18 +98,18 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	vols, err := c.l.List()
+	by := map[string]int{}
+	mounts := 0
+	err := c.l.Scan(func(v *store.Volume) error {
+		by[v.Backend]++
+		mounts += v.ActiveMounts()
+		return nil
+	})
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(errorDesc, prometheus.GaugeValue, 1)
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(errorDesc, prometheus.GaugeValue, 0)
-	by := map[string]int{}
-	mounts := 0
-	for _, v := range vols {
-		by[v.Backend]++
-		mounts += v.ActiveMounts()
-	}
 	for b, n := range by {
 		ch <- prometheus.MustNewConstMetric(volumesDesc, prometheus.GaugeValue, float64(n), b)
 	}

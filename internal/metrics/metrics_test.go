@@ -14,7 +14,14 @@ import (
 
 type fakeList []*store.Volume
 
-func (f fakeList) List() ([]*store.Volume, error) { return f, nil }
+func (f fakeList) Scan(fn func(*store.Volume) error) error {
+	for _, v := range f {
+		if err := fn(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 func TestCheckLoopback(t *testing.T) {
 	for _, ok := range []string{"127.0.0.1:9323", "[::1]:1", "localhost:80", "127.1.2.3:5"} {
