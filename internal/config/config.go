@@ -119,7 +119,7 @@ func (c *Serve) Bind(b *Binder) {
 	b.String(&c.LogFormat, "log-format", "text", "log format: text or json")
 	b.String(&c.Scope, "scope", "local", "scope reported to Docker: local, or global for storage shared by every node")
 	b.String(&c.DefaultBackend, "default-backend", "dir", "backend for volumes created without -o backend=")
-	b.String(&c.Backends, "backends", "", "comma-separated backends to enable (default: every built-in backend that needs no extra setting)")
+	b.String(&c.Backends, "backends", "", "comma-separated backends to enable (default: every built-in backend that needs no extra setting, plus bind when --bind-roots is given)")
 	b.Duration(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long requests in flight may take to finish")
 	b.String(&c.BindRoots, "bind-roots", "", "comma-separated host directories whose subdirectories bind volumes may adopt; the bind backend is enabled only with them")
 	b.String(&c.ImageDefaultSize, "image-default-size", "", "size of image volumes created without -o size= (default: size is required)")
