@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -59,8 +58,8 @@ type opFlags struct {
 
 func bindOpFlags(fs *flag.FlagSet) *opFlags {
 	o := &opFlags{}
+	socketFlag(fs, &o.socket)
 	b := config.NewBinder(fs)
-	b.String(&o.socket, "socket", "stowage", "socket of the running stowage serve: a bare NAME or a path (managed plugin: /run/docker/plugins/PLUGIN-ID/stowage.sock)")
 	b.String(&o.root, "root", "/var/lib/stowage", "the daemon's root, read directly when the daemon does not answer")
 	fs.StringVar(&o.format, "format", "table", "output: table (for people) or json (for scripts)")
 	return o
@@ -78,15 +77,7 @@ var errNoDaemon = errors.New("the daemon does not answer")
 
 // fromDaemon calls the running daemon; errNoDaemon when none answers.
 func (o *opFlags) fromDaemon(path string, req, resp interface{}) error {
-	sock, err := plugin.SocketPath(o.socket)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c := client.New(sock)
-	c.HTTP.Timeout = time.Minute
-	err = c.Call(ctx, path, req, resp)
+	err := callDaemon(o.socket, path, time.Minute, req, resp)
 	var ce *client.Error
 	if err != nil && !errors.As(err, &ce) {
 		return fmt.Errorf("%w (%v)", errNoDaemon, err)

@@ -14,17 +14,28 @@ import (
 	"github.com/stowage/stowage/plugin"
 )
 
-// socketFlag binds --socket for commands that talk to a running daemon.
-func socketFlag(fs *flag.FlagSet) *string {
-	var s string
-	config.NewBinder(fs).String(&s, "socket", "stowage", "socket of the running stowage serve: a bare NAME or a path")
-	return &s
+// socketFlag binds --socket, for commands that talk to a running daemon, to p.
+func socketFlag(fs *flag.FlagSet, p *string) {
+	config.NewBinder(fs).String(p, "socket", "stowage", "socket of the running stowage serve: a bare NAME or a path (managed plugin: /run/docker/plugins/PLUGIN-ID/stowage.sock)")
+}
+
+// callDaemon posts req to the daemon on socket (a bare NAME or a path) and
+// decodes its answer into resp, within timeout.
+func callDaemon(socket, path string, timeout time.Duration, req, resp interface{}) error {
+	sock, err := plugin.SocketPath(socket)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return client.New(sock).Call(ctx, path, req, resp)
 }
 
 func runRelease(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("stowage release", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	sock := socketFlag(fs)
+	var sock string
+	socketFlag(fs, &sock)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: stowage release [--socket S] VOLUME [MOUNT-ID...]
 
@@ -46,16 +57,9 @@ Talks to the running daemon. Flags:
 		fs.Usage()
 		return 2
 	}
-	path, err := plugin.SocketPath(*sock)
-	if err != nil {
-		fmt.Fprintln(stderr, "stowage release:", err)
-		return 2
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	var resp driver.ReleaseResponse
 	req := driver.ReleaseRequest{Name: fs.Arg(0), IDs: fs.Args()[1:]}
-	if err := client.New(path).Call(ctx, "/Stowage.Release", req, &resp); err != nil {
+	if err := callDaemon(sock, "/Stowage.Release", time.Minute, req, &resp); err != nil {
 		fmt.Fprintln(stderr, "stowage release:", err)
 		return 1
 	}

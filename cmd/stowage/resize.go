@@ -1,21 +1,19 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/stowage/stowage/driver"
-	"github.com/stowage/stowage/internal/client"
-	"github.com/stowage/stowage/plugin"
 )
 
 func runResize(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("stowage resize", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	sock := socketFlag(fs)
+	var sock string
+	socketFlag(fs, &sock)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: stowage resize [--socket S] VOLUME SIZE
 
@@ -35,16 +33,9 @@ Flags:
 		fs.Usage()
 		return 2
 	}
-	path, err := plugin.SocketPath(*sock)
-	if err != nil {
-		fmt.Fprintln(stderr, "stowage resize:", err)
-		return 2
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	var resp driver.ResizeResponse
 	req := driver.ResizeRequest{Name: fs.Arg(0), Size: fs.Arg(1)}
-	if err := client.New(path).Call(ctx, "/Stowage.Resize", req, &resp); err != nil {
+	if err := callDaemon(sock, "/Stowage.Resize", 2*time.Minute, req, &resp); err != nil {
 		fmt.Fprintln(stderr, "stowage resize:", err)
 		return 1
 	}
