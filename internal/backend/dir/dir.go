@@ -238,8 +238,11 @@ func (d *Dir) Clone(ctx context.Context, src, dst *backend.Volume, opts backend.
 		}
 		dst.Options[backend.KeySize] = size
 	}
+	// Undo only what this call made: a directory that appeared meanwhile
+	// is someone else's, and a failed snapshot or mkdir made nothing.
+	made := false
 	defer func() {
-		if err != nil {
+		if err != nil && made {
 			d.undo(dst.Name)
 		}
 	}()
@@ -252,11 +255,13 @@ func (d *Dir) Clone(ctx context.Context, src, dst *backend.Volume, opts backend.
 		if err := btrfs.Snapshot(sp, d.dir, dst.Name); err != nil {
 			return err
 		}
+		made = true
 		return d.limit(ctx, dst.Name, size)
 	}
 	if err := d.makeEmpty(ctx, dst.Name, size != ""); err != nil {
 		return err
 	}
+	made = true
 	if err := d.limit(ctx, dst.Name, size); err != nil {
 		return err
 	}

@@ -66,10 +66,19 @@ func (e *Exposer) Mountpoint(vol *backend.Volume) string { return e.path(vol) }
 // Activate brings the inner storage up, then bind-mounts it at DIR/NAME. An
 // existing bind of the same data (left by a plugin restart: mounts under a
 // propagatedMount survive it) is accepted as is.
-func (e *Exposer) Activate(ctx context.Context, vol *backend.Volume) error {
+func (e *Exposer) Activate(ctx context.Context, vol *backend.Volume) (err error) {
 	if err := e.inner.Activate(ctx, vol); err != nil {
 		return err
 	}
+	// The driver activates only when no live mount holds the volume, so
+	// the inner storage is ours to bring down again if exposing fails.
+	defer func() {
+		if err != nil {
+			if derr := e.inner.Deactivate(ctx, vol); derr != nil {
+				e.log.WithFields(logrus.Fields{"op": "Activate", "volume": vol.Name, "error": derr}).Warn("bringing storage down after a failed exposure failed")
+			}
+		}
+	}()
 	src, dst := e.inner.Mountpoint(vol), e.path(vol)
 	mounted, err := mounttable.IsMountPoint(dst)
 	if err != nil {

@@ -187,3 +187,53 @@ func TestWrapKeepsOptionalAbilities(t *testing.T) {
 		t.Error("a backend without Resize gained one")
 	}
 }
+
+// counting records how often the inner storage is brought up and down.
+type counting struct {
+	backend.Backend
+	up, down int
+}
+
+func (c *counting) Activate(ctx context.Context, v *backend.Volume) error {
+	c.up++
+	return c.Backend.Activate(ctx, v)
+}
+
+func (c *counting) Deactivate(ctx context.Context, v *backend.Volume) error {
+	c.down++
+	return c.Backend.Deactivate(ctx, v)
+}
+
+// An exposure that fails brings the inner storage down again: the driver
+// records no mount, so nothing else ever would before the next Remove.
+func TestFailedExposureBringsInnerStorageDown(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("expose tests bind-mount for real: run as root")
+	}
+	tmp := t.TempDir()
+	data, exp := filepath.Join(tmp, "dir"), filepath.Join(tmp, "exp")
+	os.MkdirAll(data, 0o700)
+	b, err := dir.Module.New(backend.Env{Dir: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := &counting{Backend: b}
+	insts, err := Wrap(map[string]backend.Instance{"dir": {Module: dir.Module, Backend: inner}}, exp, logrus.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := insts["dir"].Backend
+	ctx := context.Background()
+	vol := &backend.Volume{Name: "v"}
+	if err := e.Create(ctx, vol, backend.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(exp, "v"), 0o755)
+	os.WriteFile(filepath.Join(exp, "v", "keep"), nil, 0o644)
+	if err := e.Activate(ctx, vol); err == nil {
+		t.Fatal("Activate over a non-empty exposure point succeeded")
+	}
+	if inner.up != 1 || inner.down != 1 {
+		t.Fatalf("inner storage brought up %d and down %d times; want once each", inner.up, inner.down)
+	}
+}
