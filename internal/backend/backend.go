@@ -171,12 +171,6 @@ func (r *Registry) Modules() []Module {
 	return out
 }
 
-// Lookup returns the module with that ID.
-func (r *Registry) Lookup(id string) (Module, bool) {
-	m, ok := r.modules[id]
-	return m, ok
-}
-
 // IDs lists module IDs, sorted.
 func (r *Registry) IDs() []string { return append([]string(nil), r.order...) }
 

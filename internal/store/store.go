@@ -245,9 +245,6 @@ func (s *Store) checkIntegrity() error {
 	})
 }
 
-// Path is the state file's path.
-func (s *Store) Path() string { return s.path }
-
 // Close closes the file; pending commits have finished by then.
 func (s *Store) Close() error { return s.db.Close() }
 

@@ -268,11 +268,14 @@ func (d *Dir) Clone(ctx context.Context, src, dst *backend.Volume, opts backend.
 	return copyfs.Tree(dp, sp)
 }
 
+// errNoCheapUsage is returned on every Get of a plain directory: made once.
+var errNoCheapUsage = errors.New("no cheap usage for a plain directory")
+
 // Usage reports the qgroup's referenced bytes on btrfs (one ioctl) and the
 // recorded limit; elsewhere a directory has no cheap usage.
 func (d *Dir) Usage(vol *backend.Volume) (backend.Usage, error) {
 	if !d.btrfs {
-		return backend.Usage{}, errors.New("no cheap usage for a plain directory")
+		return backend.Usage{}, errNoCheapUsage
 	}
 	var u backend.Usage
 	u.Limit, _ = strconv.ParseUint(vol.Options[backend.KeySize], 10, 64)
@@ -289,11 +292,8 @@ func (d *Dir) Status(vol *backend.Volume) map[string]interface{} {
 	if !d.btrfs {
 		return nil
 	}
-	st := map[string]interface{}{"btrfs_subvolume": btrfs.IsSubvolume(d.path(vol.Name))}
-	if n, err := strconv.ParseUint(vol.Options[backend.KeySize], 10, 64); err == nil {
-		st["size_bytes"] = n
-	}
-	return st
+	// size_bytes comes from Usage, as for every backend.
+	return map[string]interface{}{"btrfs_subvolume": btrfs.IsSubvolume(d.path(vol.Name))}
 }
 
 // Inventory compares the backend's directory with the records.

@@ -207,9 +207,6 @@ func (e *Exposer) Status(vol *backend.Volume) map[string]interface{} {
 
 func (e *Exposer) self() *Exposer { return e }
 
-// Unwrap returns the decorated backend.
-func (e *Exposer) Unwrap() backend.Backend { return e.inner }
-
 func sameDir(a, b string) (bool, error) {
 	var sa, sb unix.Stat_t
 	if err := unix.Stat(a, &sa); err != nil {
