@@ -134,6 +134,11 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Finish or undo what a crash cut before anything is served or
+	// reported: Docker must never see a half-made or half-removed volume.
+	if _, err := drv.Recover(context.Background()); err != nil {
+		return err
+	}
 	if _, err := drv.Reconcile(context.Background()); err != nil {
 		return err
 	}
