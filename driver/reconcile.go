@@ -113,8 +113,16 @@ func (d *Driver) Reconcile(ctx context.Context) (Report, error) {
 	return rep, nil
 }
 
-// liveView is vol without the ledger entries of earlier boots.
+// liveView is vol without the ledger entries of earlier boots; vol itself
+// when it has none, so reconcile does not hold every record twice.
 func (d *Driver) liveView(vol *store.Volume) *store.Volume {
+	stale := false
+	for _, m := range vol.Mounts {
+		stale = stale || m.Boot != d.cfg.BootID
+	}
+	if !stale {
+		return vol
+	}
 	c := vol.Clone()
 	for id, m := range c.Mounts {
 		if m.Boot != d.cfg.BootID {
