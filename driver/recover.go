@@ -47,16 +47,55 @@ func (d *Driver) Recover(ctx context.Context) (Recovery, error) {
 	if err := d.recoverMounts(ctx, &rec); err != nil {
 		return rec, err
 	}
-	d.log.WithFields(logrus.Fields{"op": "recover", "intents": len(intents), "finished": len(rec.Finished), "undone": len(rec.Undone),
-		"forgotten": len(rec.Forgotten), "downed": len(rec.Downed), "failed": len(rec.Failed), "duration": time.Since(start)}).Info("recovery done")
+	log := d.log.WithFields(logrus.Fields{"op": "recover", "intents": len(intents), "finished": len(rec.Finished), "undone": len(rec.Undone),
+		"forgotten": len(rec.Forgotten), "downed": len(rec.Downed), "failed": len(rec.Failed), "duration": time.Since(start)})
+	if len(intents)+len(rec.Downed)+len(rec.Failed) > 0 {
+		log.Info("recovery done")
+	} else {
+		log.Debug("recovery found nothing to do")
+	}
 	return rec, nil
 }
 
-func (d *Driver) recoverIntent(ctx context.Context, in *store.Intent, rec *Recovery) {
-	name := in.Volume.Name
-	log := d.log.WithFields(logrus.Fields{"op": "recover", "volume": name, "intent": in.Op, "since": in.At})
+// RecoverEvery runs Recover every interval until stop is closed, so what
+// start-up could not resolve (and storage a failed Deactivate left up) is
+// retried while the daemon runs. It returns when stop is closed and any pass
+// under way has ended.
+func (d *Driver) RecoverEvery(interval time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), otherTimeout)
+			if _, err := d.Recover(ctx); err != nil {
+				d.log.WithFields(logrus.Fields{"op": "recover", "error": err}).Warn("periodic recovery failed; retried at the next pass")
+			}
+			cancel()
+		}
+	}
+}
+
+func (d *Driver) recoverIntent(ctx context.Context, listed *store.Intent, rec *Recovery) {
+	name := listed.Volume.Name
 	unlock := d.locks.Lock(name)
 	defer unlock()
+	// Every operation holds the volume's lock from its intent to its end:
+	// an intent still there now, under the lock, belongs to no operation
+	// in flight (the periodic pass runs beside live requests).
+	in, err := d.cfg.Store.Intent(name)
+	if errors.Is(err, store.ErrNotFound) {
+		return
+	}
+	log := d.log.WithFields(logrus.Fields{"op": "recover", "volume": name, "intent": listed.Op, "since": listed.At})
+	if err != nil {
+		log.WithError(err).Error("reading an open intent failed; retried at the next pass")
+		rec.Failed = append(rec.Failed, name)
+		return
+	}
+	log = log.WithFields(logrus.Fields{"intent": in.Op, "since": in.At})
 	fail := func(err error) {
 		log.WithError(err).Error("could not resolve an operation a crash cut; it is kept as it is and retried at the next start")
 		rec.Failed = append(rec.Failed, name)

@@ -306,3 +306,46 @@ func TestRetriedCreateOfResizedVolumeSucceeds(t *testing.T) {
 		t.Error("create with other options after a resize succeeded")
 	}
 }
+
+// The periodic pass retries, while the daemon runs, what start-up could not
+// resolve, and leaves alone an intent whose operation is in flight (it holds
+// the volume's lock until its intent ends).
+func TestPeriodicPassRetriesAndSparesOperationsInFlight(t *testing.T) {
+	f := newRealFixture(t)
+	if err := f.d.Create(&volume.CreateRequest{Name: "v"}); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(f.root, "dir", "v", "sub")
+	os.Mkdir(sub, 0o755)
+	if err := unix.Mount("held", sub, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	f.st.BeginRemove("v", time.Now())
+	if rec := f.restart(); len(rec.Failed) != 1 {
+		t.Fatalf("start-up recovery: %+v", rec)
+	}
+	unix.Unmount(sub, 0)
+	rec, err := f.d.Recover(context.Background())
+	if err != nil || len(rec.Finished) != 1 {
+		t.Fatalf("periodic pass: %+v, %v; want the remove finished", rec, err)
+	}
+
+	// An operation in flight: its intent is open and it holds the lock.
+	unlock := f.d.locks.Lock("busy")
+	f.cutCreate("dir", "busy", nil, true)
+	done := make(chan Recovery)
+	go func() { r, _ := f.d.Recover(context.Background()); done <- r }()
+	time.Sleep(50 * time.Millisecond)
+	// The operation finishes: record committed, intent ended, lock released.
+	vol := &store.Volume{Name: "busy", Backend: "dir", CreatedAt: time.Now().UTC().Truncate(time.Second)}
+	if err := f.st.FinishCreate(vol); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if r := <-done; len(r.Undone)+len(r.Failed) != 0 {
+		t.Fatalf("the pass acted on an operation in flight: %+v", r)
+	}
+	if !exists(filepath.Join(f.root, "dir", "busy")) {
+		t.Fatal("the pass removed a volume whose create was in flight")
+	}
+}

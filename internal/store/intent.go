@@ -116,6 +116,25 @@ func (s *Store) EndIntent(name string) error {
 	})
 }
 
+// Intent returns name's open intent, or ErrNotFound.
+func (s *Store) Intent(name string) (*Intent, error) {
+	var in *Intent
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketIntents)
+		var raw []byte
+		if b != nil {
+			raw = b.Get([]byte(name))
+		}
+		if raw == nil {
+			return ErrNotFound
+		}
+		var err error
+		in, err = decodeIntent([]byte(name), raw)
+		return err
+	})
+	return in, err
+}
+
 // Intents lists the open intents, by name. There are only as many as
 // operations were in flight, so a slice is fine.
 func (s *Store) Intents() ([]*Intent, error) {

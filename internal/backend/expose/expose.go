@@ -217,7 +217,7 @@ func (e *Exposer) Occupied(vol *backend.Volume) error {
 
 // Up is true while the volume is exposed, or its inner storage is up.
 func (e *Exposer) Up(vol *backend.Volume) bool {
-	if m, err := mounttable.IsMountPoint(e.path(vol)); err == nil && m {
+	if m, err := mounttable.Crosses(e.path(vol)); err == nil && m {
 		return true
 	}
 	p, ok := e.inner.(backend.Prober)

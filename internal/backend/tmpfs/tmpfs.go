@@ -81,9 +81,10 @@ func (t *Tmpfs) Occupied(vol *backend.Volume) error {
 	return nil
 }
 
-// Up reports whether a tmpfs is mounted at the volume's mount point.
+// Up reports whether something is mounted at the volume's mount point,
+// without reading the mount table: recovery asks it of every volume.
 func (t *Tmpfs) Up(vol *backend.Volume) bool {
-	m, err := mounttable.IsMountPoint(t.path(vol.Name))
+	m, err := mounttable.Crosses(t.path(vol.Name))
 	return err == nil && m
 }
 
