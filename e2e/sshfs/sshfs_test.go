@@ -291,3 +291,21 @@ func logs(x *env, name string) string {
 	out, stderr, _ := x.eng.Docker("logs", name)
 	return out + stderr
 }
+
+// A server whose host key changed since it was added to known_hosts is
+// refused at mount, with the server named, and nothing is mounted.
+func TestChangedHostKeyRefusesMount(t *testing.T) {
+	x := setup(t)
+	x.create(t, "rekeyed", x.opts(t, "rekeyed")...)
+	x.srv.NewHostKey(t)
+	_, stderr, err := x.eng.Docker("run", "--rm", "--network", "none", "-v", "rekeyed:/data", x.eng.Image(), "touch", "/data/f")
+	if err == nil || !strings.Contains(stderr, "host key of "+x.srv.HostName()+" does not match") {
+		t.Fatalf("docker run after a host key change: %v %q", err, stderr)
+	}
+	if sshd.SSHFSPid(filepath.Join(x.d.Root, "sshfs", "rekeyed")) != 0 {
+		t.Fatal("an sshfs process runs for the refused volume")
+	}
+	if _, err := os.Stat(filepath.Join(x.srv.Data, "rekeyed", "f")); err == nil {
+		t.Fatal("the container wrote to a server whose key changed")
+	}
+}
