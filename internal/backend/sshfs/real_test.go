@@ -368,3 +368,36 @@ func mustGet(t *testing.T, st *store.Store, name string) *store.Volume {
 	}
 	return v
 }
+
+// A Mount arriving while an sshfs started before a crash is still
+// connecting adopts its mount (sshfs mounts before it connects, and the
+// probe waits for it to serve), instead of stacking a second sshfs.
+func TestRealMountWaitsForAnSSHFSStillConnecting(t *testing.T) {
+	f := newReal(t)
+	f.create(t, "v", "v")
+	vol, _ := f.st.Get("v")
+	argv, err := f.b.Argv(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server hangs for a moment, as if the old stowage's sshfs were
+	// still in its ssh handshake when the new stowage gets the Mount.
+	f.srv.Pause(t)
+	out, _ := os.Create(filepath.Join(t.TempDir(), "log"))
+	done, _, err := spawnDetached(argv, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	go func() { time.Sleep(time.Second); f.srv.Resume(t) }()
+	if !mounted(t, f.b.path("v")) {
+		t.Fatal("sshfs has not mounted before connecting")
+	}
+	if _, err := f.drv.Mount(&volume.MountRequest{Name: "v", ID: id1}); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if n := countMounts(t, f.b.path("v")); n != 1 {
+		t.Fatalf("%d mounts at the mount point, want 1", n)
+	}
+}
