@@ -39,6 +39,7 @@ import (
 	"github.com/stowage/stowage/internal/backend"
 	"github.com/stowage/stowage/internal/client"
 	"github.com/stowage/stowage/internal/e2e/daemon"
+	"github.com/stowage/stowage/internal/e2e/sshd"
 	"github.com/stowage/stowage/internal/loop"
 	"github.com/stowage/stowage/internal/mounttable"
 	"github.com/stowage/stowage/internal/store"
@@ -79,13 +80,16 @@ type Stats struct {
 	Finished int64
 	// Downed counts volumes found mounted with an empty ledger at the kill
 	// (a cut Mount or Unmount), which recovery brought down.
-	Downed  int64
-	Elapsed time.Duration
+	Downed int64
+	// SSHFSMounts counts successful Mounts of sshfs volumes (each a real
+	// sshfs against a local sshd unless the volume was already up).
+	SSHFSMounts int64
+	Elapsed     time.Duration
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("seed=%d elapsed=%s kills=%d ops=%d ok=%d refused=%d in_doubt=%d invariants=%d violations=%d creates_undone=%d removes_finished=%d mounts_downed=%d",
-		s.Seed, s.Elapsed.Round(time.Second), s.Kills, s.Ops, s.OK, s.Refused, s.InDoubt, s.Invariants, s.Violations, s.Undone, s.Finished, s.Downed)
+	return fmt.Sprintf("seed=%d elapsed=%s kills=%d ops=%d ok=%d refused=%d in_doubt=%d invariants=%d violations=%d creates_undone=%d removes_finished=%d mounts_downed=%d sshfs_mounts=%d",
+		s.Seed, s.Elapsed.Round(time.Second), s.Kills, s.Ops, s.OK, s.Refused, s.InDoubt, s.Invariants, s.Violations, s.Undone, s.Finished, s.Downed, s.SSHFSMounts)
 }
 
 type tri int
@@ -122,8 +126,10 @@ type vol struct {
 	mounts  map[string]int
 	markers map[string][]byte // file name → content, written while mounted
 	// backend: dir; tmpfs (its data goes with its last unmount); image (a
-	// loop-mounted filesystem, its data readable only while mounted).
+	// loop-mounted filesystem, its data readable only while mounted); sshfs
+	// (its data is on the server).
 	backend string
+	options []map[string]string // the option sets it may be created with
 	// undo: an in-doubt Create left storage without a record at the kill;
 	// recovery must remove it. down: storage was up with an empty ledger
 	// at the kill; recovery must bring it down.
@@ -155,6 +161,7 @@ type Harness struct {
 	t    testing.TB
 	cfg  Config
 	d    *daemon.Daemon
+	srv  *sshd.Server
 	vols []*vol
 	cli  atomic.Pointer[client.Client]
 
@@ -188,7 +195,27 @@ var optionChoices = map[string][]map[string]string{
 	},
 }
 
-func (v *vol) choices() []map[string]string { return optionChoices[v.backend] }
+func (v *vol) choices() []map[string]string { return v.options }
+
+// sshfsChoices are sshfs option sets against srv; every sshfs volume shares
+// one remote directory, as volumes of one server may.
+func sshfsChoices(t testing.TB, srv *sshd.Server) []map[string]string {
+	base := map[string]string{"backend": "sshfs", "remote": srv.Remote(t, "storm"), "port": strconv.Itoa(srv.Port), "identity": srv.ClientKeyName}
+	with := map[string]string{"mode": "0750", "uid": "1000"}
+	for k, v := range base {
+		with[k] = v
+	}
+	return []map[string]string{base, with}
+}
+
+// dataPath is where its markers are kept: the mountpoint, or for sshfs the
+// directory on the server.
+func (h *Harness) dataPath(v *vol) string {
+	if v.backend == "sshfs" {
+		return filepath.Join(h.srv.Data, "storm")
+	}
+	return v.path(h.d.Root)
+}
 
 // place is the volume's own entry under root/BACKEND: it exists exactly
 // while the volume does.
@@ -202,8 +229,8 @@ func (v *vol) path(root string) string {
 	return v.place(root)
 }
 
-// readable says whether markers can be read at the mountpoint now.
-func (v *vol) readable() bool { return v.backend == "dir" || v.total() > 0 }
+// readable says whether markers can be read now (at dataPath).
+func (v *vol) readable() bool { return v.backend == "dir" || v.backend == "sshfs" || v.total() > 0 }
 
 // Run storms a fresh daemon and returns the figures. Violations are
 // reported with t.Errorf (the first 20) as they are found.
@@ -225,13 +252,20 @@ func Run(t testing.TB, cfg Config) Stats {
 	h.stats.Seed = cfg.Seed
 	rng := rand.New(rand.NewSource(cfg.Seed))
 	prefix := fmt.Sprintf("st%x", rng.Uint32())
+	h.srv = sshd.Start(t, sshd.Options{})
 	for i := 0; i < cfg.Names; i++ {
 		v := &vol{name: fmt.Sprintf("%s-%02d", prefix, i), mounts: map[string]int{}, markers: map[string][]byte{}, backend: "dir"}
 		switch i % 6 {
+		case 1:
+			v.backend = "sshfs"
 		case 2, 4:
 			v.backend = "tmpfs"
 		case 5:
 			v.backend = "image"
+		}
+		v.options = optionChoices[v.backend]
+		if v.backend == "sshfs" {
+			v.options = sshfsChoices(t, h.srv)
 		}
 		for j := 0; j < 3; j++ {
 			b := make([]byte, 32)
@@ -240,7 +274,8 @@ func Run(t testing.TB, cfg Config) Stats {
 		}
 		h.vols = append(h.vols, v)
 	}
-	h.d = daemon.Start(t, daemon.Options{Args: []string{"--log-level", cfg.LogLevel, "--backends", "dir,tmpfs,image"}})
+	h.d = daemon.Start(t, daemon.Options{Args: []string{"--log-level", cfg.LogLevel, "--backends", "dir,tmpfs,image,sshfs",
+		"--ssh-keys-dir", h.srv.KeysDir, "--ssh-known-hosts", h.srv.KnownHosts}})
 	h.cli.Store(h.d.Client())
 	t.Cleanup(func() {
 		// A kill can leave volumes mounted: stop, then unmount them before
@@ -278,6 +313,7 @@ func (h *Harness) snapshot() Stats {
 	s.OK = atomic.LoadInt64(&h.stats.OK)
 	s.Refused = atomic.LoadInt64(&h.stats.Refused)
 	s.InDoubt = atomic.LoadInt64(&h.stats.InDoubt)
+	s.SSHFSMounts = atomic.LoadInt64(&h.stats.SSHFSMounts)
 	s.Invariants = atomic.LoadInt64(&h.stats.Invariants)
 	h.mu.Lock()
 	s.Violations = int64(len(h.viols))
@@ -310,6 +346,11 @@ func (h *Harness) check(ok bool, format string, a ...interface{}) bool {
 // of their work, restarts it and verifies.
 func (h *Harness) round(rng *rand.Rand) {
 	runFor := time.Duration(rng.Int63n(int64(h.cfg.MaxRun))) + 5*time.Millisecond
+	if rng.Intn(4) == 0 {
+		// Some rounds run long enough for slow operations (an sshfs
+		// connecting, since recovery brings unheld ones down) to finish.
+		runFor += time.Duration(rng.Int63n(int64(2 * time.Second)))
+	}
 	seeds := make([]int64, h.cfg.Workers)
 	for i := range seeds {
 		seeds[i] = rng.Int63()
@@ -428,7 +469,7 @@ func (h *Harness) op(rng *rand.Rand, v *vol) {
 				h.ok()
 				v.exists = no
 				v.markers = map[string][]byte{}
-				h.check(!exists(v.place(h.d.Root)), "volume %s: Remove answered success but %s is still there", v.name, v.place(h.d.Root))
+				h.check(!entryExists(v.place(h.d.Root)), "volume %s: Remove answered success but %s is still there", v.name, v.place(h.d.Root))
 			}
 		}
 	case p < 56: // Mount, then write a marker like a container would
@@ -447,13 +488,16 @@ func (h *Harness) op(rng *rand.Rand, v *vol) {
 			return
 		}
 		h.ok()
+		if v.backend == "sshfs" {
+			atomic.AddInt64(&h.stats.SSHFSMounts, 1)
+		}
 		v.mounts[id]++
 		if !h.check(resp.Mountpoint == mp, "volume %s: Mount returned %q, want %q", v.name, resp.Mountpoint, mp) {
 			return
 		}
 		// What earlier mounts wrote is there again (an image keeps it
 		// across unmounts; a tmpfs model forgets it at the last one).
-		h.markersIntact(v, mp, true)
+		h.markersIntact(v, h.dataPath(v), true)
 		name := fmt.Sprintf("marker-%d", h.seq.Add(1))
 		data := []byte(fmt.Sprintf("%s %s %d\n", v.name, id, rng.Int63()))
 		if err := writeSync(filepath.Join(mp, name), data); err != nil {
@@ -545,10 +589,21 @@ func writeSync(path string, data []byte) error {
 	return d.Sync()
 }
 
-func exists(p string) bool {
-	_, err := os.Lstat(p)
-	return err == nil
+// entryExists reports whether p's parent lists it, without a stat of p
+// itself: on an sshfs mount that would be a round trip to the server.
+func entryExists(p string) bool {
+	entries, err := os.ReadDir(filepath.Dir(p))
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if e.Name() == filepath.Base(p) {
+			return true
+		}
+	}
+	return false
 }
+
 
 // verifyDown runs while the daemon is dead: it reads the state file itself
 // and resolves every doubt it can against it. What is on disk is checked
@@ -568,6 +623,7 @@ func (h *Harness) verifyDown() {
 		byName[r.Name] = r
 	}
 	bootID, _ := driver.ReadBootID(driver.DefaultBootIDFile)
+	h.settleSSHFS()
 	known := map[string]bool{}
 	for _, v := range h.vols {
 		known[v.backend+"/"+v.name] = true
@@ -609,14 +665,14 @@ func (h *Harness) resolve(v *vol, rec *store.Volume, bootID string) {
 	case v.exists == no && d != nil && d.kind == opCreate:
 		if found {
 			v.exists, v.choice = yes, d.choice
-		} else if exists(place) {
+		} else if entryExists(place) {
 			v.undo = true
 			return
 		}
 	case v.exists == yes && d != nil && d.kind == opRemove:
 		if !found {
 			// The record goes last: its data must be gone already.
-			h.check(!exists(place), "volume %s: its record is gone after an in-doubt Remove but its storage %s is still there", v.name, place)
+			h.check(!entryExists(place), "volume %s: its record is gone after an in-doubt Remove but its storage %s is still there", v.name, place)
 			v.exists = no
 			v.markers = map[string][]byte{}
 			v.mounts = map[string]int{}
@@ -628,7 +684,7 @@ func (h *Harness) resolve(v *vol, rec *store.Volume, bootID string) {
 	}
 	if v.exists == no {
 		h.check(!found, "volume %s: recorded in the state although it was never created or was removed with success", v.name)
-		h.check(!exists(place), "volume %s: storage %s exists although the volume does not (and no Create was in doubt)", v.name, place)
+		h.check(!entryExists(place), "volume %s: storage %s exists although the volume does not (and no Create was in doubt)", v.name, place)
 		return
 	}
 	if !h.check(found, "volume %s: LOST: Create was answered with success but the state has no record", v.name) {
@@ -685,9 +741,9 @@ func (h *Harness) resolve(v *vol, rec *store.Volume, bootID string) {
 	if v.doubt != nil {
 		return // a Remove may be half-way: recovery finishes it
 	}
-	h.check(exists(place), "volume %s: record without its storage %s", v.name, place)
+	h.check(entryExists(place), "volume %s: record without its storage %s", v.name, place)
 	if v.readable() {
-		h.markersIntact(v, v.path(h.d.Root), true)
+		h.markersIntact(v, h.dataPath(v), true)
 	}
 }
 
@@ -729,7 +785,7 @@ func (h *Harness) verifyUp() {
 			continue
 		}
 		if v.readable() {
-			h.markersIntact(v, v.path(h.d.Root), true)
+			h.markersIntact(v, h.dataPath(v), true)
 		}
 	}
 	var list volume.ListResponse
@@ -750,8 +806,8 @@ func (h *Harness) verifyUp() {
 			h.check(err != nil && strings.Contains(err.Error(), "no such volume"), "volume %s: Get after restart of a volume that does not exist: %v", v.name, err)
 		}
 		place := v.place(h.d.Root)
-		h.check(exists(place) == (v.exists == yes), "volume %s: after recovery its storage %s exists=%v, the volume exists=%v", v.name, place, exists(place), v.exists == yes)
-		if v.undo && !exists(place) {
+		h.check(entryExists(place) == (v.exists == yes), "volume %s: after recovery its storage %s exists=%v, the volume exists=%v", v.name, place, entryExists(place), v.exists == yes)
+		if v.undo && !entryExists(place) {
 			atomic.AddInt64(&h.stats.Undone, 1)
 		}
 		v.undo = false
@@ -760,9 +816,12 @@ func (h *Harness) verifyUp() {
 	for _, v := range h.vols {
 		known[v.backend+"/"+v.name] = true
 	}
-	for b := range optionChoices {
+	for _, b := range []string{"dir", "tmpfs", "image", "sshfs"} {
 		entries, _ := os.ReadDir(filepath.Join(h.d.Root, b))
 		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), ".") {
+				continue // no volume name starts with a dot: a backend's scratch (sshfs logs)
+			}
 			h.check(known[b+"/"+e.Name()], "%s/%s exists under the root; the harness never created it", b, e.Name())
 		}
 	}
@@ -794,6 +853,25 @@ func (h *Harness) verifyUp() {
 		h.check(hashFile(dbPath) == before, "reconciling changed the state file")
 		for _, f := range rep1.Findings {
 			h.violate("reconcile found something after recovery: %+v", f)
+		}
+	}
+}
+
+// settleSSHFS waits for sshfs processes a kill cut off mid-Mount: they
+// finish (mount, or give up) on their own, since they outlive stowage.
+func (h *Harness) settleSSHFS() {
+	deadline := time.Now().Add(40 * time.Second)
+	for _, v := range h.vols {
+		if v.backend != "sshfs" {
+			continue
+		}
+		p := v.path(h.d.Root)
+		for time.Now().Before(deadline) {
+			m, _ := mounttable.IsMountPoint(p)
+			if m || sshd.SSHFSPid(p) == 0 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 }
