@@ -604,7 +604,6 @@ func entryExists(p string) bool {
 	return false
 }
 
-
 // verifyDown runs while the daemon is dead: it reads the state file itself
 // and resolves every doubt it can against it. What is on disk is checked
 // after the restart, once recovery has finished or undone what the kill cut.
