@@ -15,6 +15,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/stowage/stowage/driver"
 	"github.com/stowage/stowage/internal/backend"
@@ -355,5 +356,24 @@ func TestNewRequiresKnownHostsAndCleanPaths(t *testing.T) {
 	}
 	if _, err := newSSHFS(env(f.keys, f.known)); err != nil {
 		t.Errorf("New: %v", err)
+	}
+}
+
+// known_hosts files written by ssh-keyscan -H hold hashed names; Create
+// finds the server there too.
+func TestCreateFindsHashedKnownHosts(t *testing.T) {
+	f := newFixture(t)
+	line := hostKeyLine(t, knownhosts.HashHostname(knownhosts.Normalize("10.0.0.9:2200")))
+	fh, err := os.OpenFile(f.known, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fh.WriteString(line + "\n")
+	fh.Close()
+	if err := f.drv.Create(&volume.CreateRequest{Name: "hashed", Options: with("remote", "root@10.0.0.9:/srv", "port", "2200")}); err != nil {
+		t.Fatalf("Create with a hashed known_hosts entry: %v", err)
+	}
+	if err := f.drv.Create(&volume.CreateRequest{Name: "other", Options: with("remote", "root@10.0.0.9:/srv", "port", "2201")}); err == nil {
+		t.Fatal("a hashed entry for port 2200 let port 2201 through")
 	}
 }
