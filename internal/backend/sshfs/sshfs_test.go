@@ -19,6 +19,7 @@ import (
 
 	"github.com/stowage/stowage/driver"
 	"github.com/stowage/stowage/internal/backend"
+	dirbackend "github.com/stowage/stowage/internal/backend/dir"
 	"github.com/stowage/stowage/internal/store"
 )
 
@@ -57,7 +58,7 @@ type fixture struct {
 	known string
 }
 
-func hostKeyLine(t *testing.T, host string) string {
+func hostKeyLine(t testing.TB, host string) string {
 	t.Helper()
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -70,7 +71,7 @@ func hostKeyLine(t *testing.T, host string) string {
 	return host + " " + strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	base := t.TempDir()
 	keys := filepath.Join(base, "keys")
@@ -94,7 +95,13 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	drv, err := driver.New(driver.Config{Store: st, Backends: map[string]backend.Instance{ID: {Module: Module, Backend: b}},
+	dirDir := filepath.Join(base, "dir")
+	os.Mkdir(dirDir, 0o700)
+	dirB, err := dirbackend.Module.New(backend.Env{Dir: dirDir, Root: base, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drv, err := driver.New(driver.Config{Store: st, Backends: map[string]backend.Instance{ID: {Module: Module, Backend: b}, "dir": {Module: dirbackend.Module, Backend: dirB}},
 		DefaultBackend: ID, BootID: "boot-1", Log: log})
 	if err != nil {
 		t.Fatal(err)
@@ -375,5 +382,29 @@ func TestCreateFindsHashedKnownHosts(t *testing.T) {
 	}
 	if err := f.drv.Create(&volume.CreateRequest{Name: "other", Options: with("remote", "root@10.0.0.9:/srv", "port", "2201")}); err == nil {
 		t.Fatal("a hashed entry for port 2200 let port 2201 through")
+	}
+}
+
+// BenchmarkGet: Get of an sshfs volume (the record alone; the server is
+// not even running) against Get of a dir volume (record plus a statfs).
+func BenchmarkGet(b *testing.B) {
+	f := newFixture(b)
+	if err := f.drv.Create(&volume.CreateRequest{Name: "remote", Options: good}); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.drv.Create(&volume.CreateRequest{Name: "local", Options: map[string]string{"backend": "dir"}}); err != nil {
+		b.Fatal(err)
+	}
+	for _, name := range []string{"remote", "local"} {
+		b.Run(map[string]string{"remote": "sshfs", "local": "dir"}[name], func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, err := f.drv.Get(&volume.GetRequest{Name: name}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	if f.rec.count() != 0 {
+		b.Fatal("Get started sshfs")
 	}
 }
