@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -270,37 +271,79 @@ func waitGrows(t *testing.T, p string) {
 	t.Fatalf("%s did not grow within 10s (size %d): the container is not writing through the volume", p, start)
 }
 
-// A dead server gives a running container I/O errors within seconds, not
-// a hang, and once it is back the volume mounts again.
+// A hung or dead server gives a running container I/O errors within
+// seconds, not a hang; Get keeps answering for every volume meanwhile; the
+// mount recovers when the server is back, and new mounts work again.
 func TestDeadServerFailsContainerWritesFast(t *testing.T) {
 	x := setup(t)
 	x.create(t, "fragile", x.opts(t, "fragile")...)
 	x.create(t, "bystander", x.opts(t, "bystander")...)
+	// Writes every 0.1 s; each failure prints a line; it never stops.
 	x.eng.MustDocker(t, "run", "-d", "--name", "fragile-writer", "--network", "none", "-v", "fragile:/data", x.eng.Image(),
-		"sh", "-c", "while echo x >> /data/f; do sleep 0.1; done; echo write failed > /dev/stderr; sleep 3600")
+		"sh", "-c", "while true; do echo x >> /data/f || echo write failed > /dev/stderr; sleep 0.1; done")
 	t.Cleanup(func() { x.eng.Docker("rm", "-f", "fragile-writer") })
-	waitGrows(t, filepath.Join(x.srv.Data, "fragile", "f"))
+	remote := filepath.Join(x.srv.Data, "fragile", "f")
+	waitGrows(t, remote)
+
+	// Hung: connections stay open and nothing answers.
+	x.srv.Pause(t)
+	hung := x.failuresWithin(t, 0, 30*time.Second)
+	t.Logf("the container's write failed %s after the server hung", hung.Round(time.Millisecond))
+	x.getsAnswer(t, "bystander", "fragile")
+	x.srv.Resume(t)
+	waitGrows(t, remote) // reconnect: the same mount works again
+
+	// Dead: connections are reset.
+	before := strings.Count(logs(x, "fragile-writer"), "write failed")
 	x.srv.Kill(t)
-	start := time.Now()
-	for !strings.Contains(logs(x, "fragile-writer"), "write failed") {
-		if time.Since(start) > 30*time.Second {
-			t.Fatalf("the container still writes 30s after the server died: %q", logs(x, "fragile-writer"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Logf("the container's write failed %s after the server died", time.Since(start).Round(time.Millisecond))
-	// Get keeps answering for every volume while the server is down.
-	gs := time.Now()
-	x.inspect(t, "bystander")
-	x.inspect(t, "fragile")
-	t.Logf("docker volume inspect of two volumes with the server down: %s", time.Since(gs).Round(time.Millisecond))
+	dead := x.failuresWithin(t, before, 30*time.Second)
+	t.Logf("the container's write failed %s after the server died", dead.Round(time.Millisecond))
+	x.getsAnswer(t, "bystander", "fragile")
 	_, stderr, err := x.eng.Docker("run", "--rm", "--network", "none", "-v", "bystander:/data", x.eng.Image(), "true")
 	if err == nil || !strings.Contains(stderr, "cannot reach") {
 		t.Fatalf("mounting with the server down: %v %q; want a clear 'cannot reach'", err, stderr)
 	}
 	x.srv.Restart(t)
+	waitGrows(t, remote)
 	if out := x.eng.MustDocker(t, "run", "--rm", "--network", "none", "-v", "bystander:/data", x.eng.Image(), "sh", "-c", "echo back > /data/f && cat /data/f"); strings.TrimSpace(out) != "back" {
 		t.Fatalf("after the server is back: %q", out)
+	}
+}
+
+// failuresWithin waits until the writer has reported more than before
+// failed writes, and returns how long that took; past limit the test fails.
+func (x *env) failuresWithin(t *testing.T, before int, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for strings.Count(logs(x, "fragile-writer"), "write failed") <= before {
+		if time.Since(start) > limit {
+			t.Fatalf("the container's writes still do not fail %s after the server went away", limit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// getsAnswer calls Get on stowage's socket, as dockerd does, 100 times per
+// volume while the server is away: each must answer, and none may wait on
+// the network (seconds would mean it did).
+func (x *env) getsAnswer(t *testing.T, names ...string) {
+	t.Helper()
+	var lat []time.Duration
+	for i := 0; i < 100; i++ {
+		for _, n := range names {
+			s := time.Now()
+			var resp struct{ Volume *struct{ Name string } }
+			if err := x.d.Client().Call(context.Background(), "/VolumeDriver.Get", map[string]string{"Name": n}, &resp); err != nil || resp.Volume == nil {
+				t.Fatalf("Get %s with the server away: %v", n, err)
+			}
+			lat = append(lat, time.Since(s))
+		}
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	t.Logf("Get with the server away: p50 %s, p99 %s, max %s", lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1])
+	if lat[len(lat)-1] > 2*time.Second {
+		t.Fatalf("a Get took %s with the server away: it waited on the network", lat[len(lat)-1])
 	}
 }
 

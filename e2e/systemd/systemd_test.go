@@ -139,7 +139,8 @@ func TestSocketActivatedDaemonServesDocker(t *testing.T) {
 	}
 }
 
-// The shipped units are valid, ordered before Docker and wait for the root.
+// The shipped units are valid, ordered before Docker, wait for the root and
+// leave sshfs processes alone.
 func TestUnitFilesVerify(t *testing.T) {
 	engine.RequireRoot(t)
 	dir := t.TempDir()
@@ -155,7 +156,9 @@ func TestUnitFilesVerify(t *testing.T) {
 			}
 		}
 		if u == "stowage.service" {
-			for _, want := range []string{"Type=notify", "RequiresMountsFor=/var/lib/stowage", "--root /var/lib/stowage"} {
+			// KillMode=process: a stop or restart must not kill the sshfs
+			// processes serving running containers' sshfs volumes.
+			for _, want := range []string{"Type=notify", "RequiresMountsFor=/var/lib/stowage", "--root /var/lib/stowage", "KillMode=process"} {
 				if !strings.Contains(s, want) {
 					t.Errorf("%s lacks %s", u, want)
 				}
