@@ -62,6 +62,8 @@ type Host struct {
 	Addr  string // IPv4 address on the bridge, no prefix length
 	NS    ns.Set // Net only, for a plain host; Net+Mount+UTS for a node
 	netns string // name under /run/netns
+	hub   string // the hub's netns, where peer is
+	peer  string // the hub's end of the host's veth: its "switch port"
 }
 
 // Node is a host with its own mounts, hostname, dockerd and (after Serve)
@@ -124,15 +126,15 @@ func (c *Cluster) Host(t testing.TB, name string) *Host {
 		c.mu.Unlock()
 		t.Fatalf("cluster %s: too many hosts", c.label)
 	}
-	h := &Host{Name: name, Addr: fmt.Sprintf("%s%d", subnetBase, n+1), netns: fmt.Sprintf("%s-%d", c.label, n)}
+	h := &Host{Name: name, Addr: fmt.Sprintf("%s%d", subnetBase, n+1), netns: fmt.Sprintf("%s-%d", c.label, n),
+		hub: c.hub, peer: fmt.Sprintf("v%d", n)}
 	h.NS.Net = "/run/netns/" + h.netns
 	c.hosts = append(c.hosts, h)
 	c.mu.Unlock()
 
-	peer := fmt.Sprintf("v%d", n) // the hub's end
 	c.must(t, "ip", "netns", "add", h.netns)
-	c.must(t, "ip", "-n", c.hub, "link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
-	c.must(t, "ip", "-n", c.hub, "link", "set", peer, "master", "br0", "up")
+	c.must(t, "ip", "-n", c.hub, "link", "add", h.peer, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
+	c.must(t, "ip", "-n", c.hub, "link", "set", h.peer, "master", "br0", "up")
 	c.must(t, "ip", "-n", h.netns, "link", "set", "lo", "up")
 	c.must(t, "ip", "-n", h.netns, "addr", "add", h.Addr+prefixLen, "dev", "eth0")
 	c.must(t, "ip", "-n", h.netns, "link", "set", "eth0", "up")
@@ -189,6 +191,20 @@ func (n *Node) Docker(t testing.TB, args ...string) string {
 func (h *Host) Command(argv ...string) *exec.Cmd {
 	a := h.NS.Argv(argv...)
 	return exec.Command(a[0], a[1:]...)
+}
+
+// Unplug cuts the host off the bridge, as a pulled cable: its processes
+// keep running and nothing tells its peers; their packets are dropped.
+func (h *Host) Unplug(t testing.TB) { h.link(t, "down") }
+
+// Plug undoes Unplug.
+func (h *Host) Plug(t testing.TB) { h.link(t, "up") }
+
+func (h *Host) link(t testing.TB, state string) {
+	t.Helper()
+	if out, err := exec.Command("ip", "-n", h.hub, "link", "set", h.peer, state).CombinedOutput(); err != nil {
+		t.Fatalf("host %s: link %s: %v: %s", h.Name, state, err, bytes.TrimSpace(out))
+	}
 }
 
 // Swarm makes the first node a Swarm manager and joins the others as
