@@ -51,6 +51,7 @@ func TestSwarm(t *testing.T) {
 	t.Logf("cluster, sshd and swarm ready in %v", time.Since(began).Round(time.Millisecond))
 
 	t.Run("TaskMovesBetweenNodes", x.taskMoves)
+	t.Run("GlobalServiceSharesOneVolume", x.globalService)
 	t.Run("ServerKilledFailsWritesNotTheDaemon", func(t *testing.T) {
 		x.serverFault(t, x.a, "killed", x.srv.kill, x.srv.restart, 10*time.Second)
 	})
@@ -168,6 +169,48 @@ sleep 3600 & wait`
 	}
 }
 
+// globalService: a task on every node at once, each mounting the same
+// remote directory through its own node's stowage: each sees what the
+// other wrote.
+func (x *env) globalService(t *testing.T) {
+	remote := x.srv.mkdir(t, "global")
+	x.a.Docker(t, "service", "create", "--detach", "--name", "g", "--mode", "global", "--no-resolve-image",
+		"--hostname", "{{.Node.Hostname}}",
+		"--mount", x.srv.mountFlag("everywhere", "/data", remote),
+		x.a.Engine.Image(), "sh", "-c", `echo "written on $(hostname)" > /data/from.$(hostname) || exit 3
+trap "exit 0" TERM
+sleep 3600 & wait`)
+	t.Cleanup(func() { x.a.Engine.Docker("service", "rm", "g") })
+	nodes := []*cluster.Node{x.a, x.b}
+	for _, n := range nodes {
+		waitFor(t, 60*time.Second, "the task on "+n.Name+" to write", func() bool {
+			_, err := os.Stat(filepath.Join(remote, "from."+n.Hostname))
+			return err == nil
+		}, func() string { return x.a.Docker(t, "service", "ps", "--no-trunc", "g") })
+	}
+	for _, n := range nodes {
+		c := x.taskContainer(t, n, "g")
+		for _, m := range nodes {
+			if out := n.Docker(t, "exec", c, "cat", "/data/from."+m.Hostname); out != "written on "+m.Hostname {
+				t.Errorf("task on %s reads %q from %s's file", n.Name, out, m.Name)
+			}
+		}
+	}
+	x.a.Docker(t, "service", "rm", "g")
+	for _, n := range nodes {
+		waitFor(t, 30*time.Second, "the service's containers to go on "+n.Name, func() bool {
+			return n.Docker(t, "ps", "-aq", "--filter", "label=com.docker.swarm.service.name=g") == ""
+		})
+		n.Docker(t, "volume", "rm", "everywhere")
+		x.noSSHFSMounts(t, n)
+	}
+	for _, n := range nodes {
+		if _, err := os.Stat(filepath.Join(remote, "from."+n.Hostname)); err != nil {
+			t.Errorf("docker volume rm deleted remote data: %v", err)
+		}
+	}
+}
+
 // waitTaskOn waits until the service's one running task runs on n and
 // no other task of it is running anywhere.
 func (x *env) waitTaskOn(t *testing.T, svc string, n *cluster.Node) {
@@ -190,7 +233,8 @@ func (x *env) taskContainer(t *testing.T, n *cluster.Node, svc string) string {
 	return ids[0]
 }
 
-// noSSHFSMounts asserts the node's mount table holds no sshfs mount.
+// noSSHFSMounts asserts the node's mount table holds no sshfs mount of
+// its stowage.
 func (x *env) noSSHFSMounts(t *testing.T, n *cluster.Node) {
 	t.Helper()
 	if ms := sshfsMounts(t, n); len(ms) > 0 {
@@ -206,8 +250,8 @@ func sshfsMounts(t *testing.T, n *cluster.Node) []string {
 	}
 	var ms []string
 	for _, l := range strings.Split(string(out), "\n") {
-		if strings.Contains(l, " - fuse.sshfs ") {
-			ms = append(ms, strings.Fields(l)[4])
+		if f := strings.Fields(l); strings.Contains(l, " - fuse.sshfs ") && strings.HasPrefix(f[4], n.Stowage.Root+"/") {
+			ms = append(ms, f[4])
 		}
 	}
 	return ms

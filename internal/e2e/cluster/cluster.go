@@ -164,12 +164,59 @@ func (c *Cluster) Node(t testing.TB, name string) *Node {
 		t.Fatal(err)
 	}
 	c.must(t, "unshare", "--uts="+h.NS.UTS, "--", "hostname", n.Hostname)
-	c.must(t, "unshare", "--mount="+h.NS.Mount, "--propagation", "private", "--",
-		"mount", "--bind", n.PluginsDir, "/run/docker/plugins")
+	c.must(t, "unshare", "--mount="+h.NS.Mount, "--propagation", "private", "--", "true")
+	c.dropForeignMounts(t, h.NS.Mount)
+	c.must(t, "nsenter", "--mount="+h.NS.Mount, "--", "mount", "--bind", n.PluginsDir, "/run/docker/plugins")
 	// No registry is reachable from a node: a Swarm task must run the image
 	// the node has instead of trying to pull (moby's own Swarm tests do this).
 	n.Engine = engine.Start(t, engine.Options{Name: name, NS: h.NS, Env: []string{"DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1"}})
 	return n
+}
+
+// foreignPrefixes hold mounts of other tests and engines on this machine.
+var foreignPrefixes = []string{"/tmp/", "/run/netns/", "/run/docker/", "/var/lib/docker/", "/run/containerd/"}
+
+// dropForeignMounts detaches, inside a new mount namespace, the copies of
+// other tests' and engines' mounts it was born with. Left there, a copy
+// would keep their filesystems (and loop devices) alive until this cluster
+// is gone, and this node's checks would see their mounts as its own.
+func (c *Cluster) dropForeignMounts(t testing.TB, mnt string) {
+	t.Helper()
+	foreign := func() []string {
+		out, err := exec.Command("nsenter", "--mount="+mnt, "--", "cat", "/proc/self/mountinfo").Output()
+		if err != nil {
+			t.Fatalf("mount table of %s: %v", mnt, err)
+		}
+		ms, err := mountinfo.GetMountsFromReader(bytes.NewReader(out), func(m *mountinfo.Info) (skip, stop bool) {
+			if m.Mountpoint == c.dir || strings.HasPrefix(m.Mountpoint, c.dir+"/") {
+				return true, false
+			}
+			for _, p := range foreignPrefixes {
+				if strings.HasPrefix(m.Mountpoint, p) {
+					return false, false
+				}
+			}
+			return true, false
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mps []string
+		for _, m := range ms {
+			mps = append(mps, m.Mountpoint)
+		}
+		sort.Slice(mps, func(i, j int) bool { return len(mps[i]) > len(mps[j]) })
+		return mps
+	}
+	for round := 0; round < 5; round++ {
+		mps := foreign()
+		if len(mps) == 0 {
+			return
+		}
+		// Errors show up in the next round.
+		_ = exec.Command("nsenter", append([]string{"--mount=" + mnt, "--", "umount", "--lazy"}, mps...)...).Run()
+	}
+	t.Logf("cluster %s: foreign mounts left in a node: %v", c.label, foreign())
 }
 
 // Serve starts stowage inside the node; o.NS and o.PluginsDir are the node's.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
 )
 
 // TestNodesAreSeparateAndCleanedUp builds two nodes and a plain host, checks
@@ -21,6 +22,20 @@ func TestNodesAreSeparateAndCleanedUp(t *testing.T) {
 	var c *Cluster
 	var a, b *Node
 	var sleeper *exec.Cmd
+	// Another test's mount, made before the nodes: they must not keep a copy.
+	foreign, err := os.MkdirTemp("", "stwc-foreign-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", foreign, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(foreign, 0); err != nil {
+			t.Errorf("unmount %s: %v", foreign, err)
+		}
+		os.Remove(foreign)
+	})
 	t.Run("build", func(t *testing.T) {
 		c = New(t)
 		a, b = c.Node(t, "a"), c.Node(t, "b")
@@ -41,6 +56,9 @@ func TestNodesAreSeparateAndCleanedUp(t *testing.T) {
 			marker := filepath.Join(n.PluginsDir, "marker-"+n.Name)
 			if err := os.WriteFile(marker, nil, 0o600); err != nil {
 				t.Fatal(err)
+			}
+			if out, err := n.Command("grep", "-c", " "+foreign+" ", "/proc/self/mountinfo").CombinedOutput(); strings.TrimSpace(string(out)) != "0" {
+				t.Errorf("node %s holds a copy of another test's mount %s: %v %s", n.Name, foreign, err, out)
 			}
 			out, err = n.Command("ls", "/run/docker/plugins").CombinedOutput()
 			if err != nil || strings.TrimSpace(string(out)) != "marker-"+n.Name {
