@@ -147,6 +147,11 @@ sleep 3600 & wait`
 		t.Logf("task runs on %s and reads the same %d bytes", n.Name, len(want))
 	}
 
+	// Each move took one task: none failed or was rejected on the way.
+	if ps := x.a.Docker(t, "service", "ps", "--format", "{{.Node}} {{.CurrentState}} {{.Error}}", "s"); strings.Count(ps, "\n") != len(steps)-1 ||
+		strings.Contains(ps, "Failed") || strings.Contains(ps, "Rejected") {
+		t.Errorf("service s tasks, want %d and none failed:\n%s", len(steps), ps)
+	}
 	x.a.Docker(t, "service", "rm", "s")
 	for _, n := range []*cluster.Node{x.a, x.b} {
 		waitFor(t, 30*time.Second, "the service's containers to go on "+n.Name, func() bool {
@@ -196,6 +201,10 @@ sleep 3600 & wait`)
 			}
 		}
 	}
+	// One task per node, none restarted: each task's first attempt worked.
+	if ps := x.a.Docker(t, "service", "ps", "--format", "{{.Node}} {{.DesiredState}} {{.CurrentState}}", "g"); strings.Count(ps, "Running Running") != 2 || strings.Count(ps, "\n") != 1 {
+		t.Errorf("service g tasks:\n%s", ps)
+	}
 	x.a.Docker(t, "service", "rm", "g")
 	for _, n := range nodes {
 		waitFor(t, 30*time.Second, "the service's containers to go on "+n.Name, func() bool {
@@ -226,10 +235,14 @@ func (x *env) waitTaskOn(t *testing.T, svc string, n *cluster.Node) {
 // taskContainer is the running container of the service on n.
 func (x *env) taskContainer(t *testing.T, n *cluster.Node, svc string) string {
 	t.Helper()
-	ids := strings.Fields(n.Docker(t, "ps", "-q", "--filter", "label=com.docker.swarm.service.name="+svc))
-	if len(ids) != 1 {
-		t.Fatalf("%d running containers of %s on %s, want 1", len(ids), svc, n.Name)
-	}
+	var ids []string
+	waitFor(t, 30*time.Second, "one running container of "+svc+" on "+n.Name, func() bool {
+		ids = strings.Fields(n.Docker(t, "ps", "-q", "--filter", "label=com.docker.swarm.service.name="+svc))
+		return len(ids) == 1
+	}, func() string {
+		return fmt.Sprintf("%d running; service ps:\n%s\ndocker ps -a on %s:\n%s", len(ids), x.a.Docker(t, "service", "ps", "--no-trunc", svc),
+			n.Name, n.Docker(t, "ps", "-a", "--no-trunc", "--filter", "label=com.docker.swarm.service.name="+svc))
+	})
 	return ids[0]
 }
 
