@@ -68,7 +68,7 @@ fuzz:
 	  done; \
 	done
 
-## storm: the crash storm, short (60 SIGKILLs of a real daemon, about 15 s)
+## storm: the crash storm, short (60 SIGKILLs of a real daemon, about 25 s)
 storm: build
 	STOWAGE_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 10m ./internal/storm
 

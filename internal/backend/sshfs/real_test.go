@@ -10,6 +10,7 @@ import (
 
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/stowage/stowage/driver"
 	"github.com/stowage/stowage/internal/backend"
@@ -283,5 +284,120 @@ func killSSHFS(t *testing.T, p string) {
 	deadline := time.Now().Add(5 * time.Second)
 	for sshd.SSHFSPid(p) != 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// With the server hung, the last Unmount and Remove still finish at once:
+// bringing a volume down never waits for the server.
+func TestRealUnmountAndRemoveWithAHungServer(t *testing.T) {
+	f := newReal(t)
+	f.create(t, "v", "v")
+	mp, err := f.drv.Mount(&volume.MountRequest{Name: "v", ID: id1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(mp.Mountpoint, "kept"), []byte("on the server"), 0o644)
+	f.srv.Pause(t)
+	defer f.srv.Resume(t)
+	start := time.Now()
+	if err := f.drv.Unmount(&volume.UnmountRequest{Name: "v", ID: id1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.drv.Remove(&volume.RemoveRequest{Name: "v"}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Unmount + Remove with a hung server took %s", d)
+	}
+	t.Logf("Unmount + Remove with the server hung: %s", time.Since(start))
+	if mounted(t, mp.Mountpoint) {
+		t.Fatal("still mounted")
+	}
+	if b, err := os.ReadFile(filepath.Join(f.srv.Data, "v", "kept")); err != nil || string(b) != "on the server" {
+		t.Fatalf("remote data after Remove: %q %v", b, err)
+	}
+}
+
+// Something else mounted at a volume's mount point is never unmounted or
+// removed by it, and the volume will not mount over it.
+func TestRealForeignMountIsLeftAlone(t *testing.T) {
+	f := newReal(t)
+	f.create(t, "v", "v")
+	p := f.b.path("v")
+	if err := unix.Mount("foreign", p, "tmpfs", 0, "size=1M"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(p, unix.MNT_DETACH)
+	os.WriteFile(filepath.Join(p, "theirs"), []byte("x"), 0o644)
+	if _, err := f.drv.Mount(&volume.MountRequest{Name: "v", ID: id1}); err == nil || !strings.Contains(err.Error(), "tmpfs is mounted at its mount point") {
+		t.Fatalf("Mount over a foreign mount = %v", err)
+	}
+	if err := f.drv.Remove(&volume.RemoveRequest{Name: "v"}); err == nil || !strings.Contains(err.Error(), "leaves it alone") {
+		t.Fatalf("Remove with a foreign mount = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(p, "theirs")); err != nil {
+		t.Fatalf("the foreign mount's file: %v", err)
+	}
+	if _, err := f.st.Get("v"); err != nil {
+		t.Fatalf("the volume was lost: %v", err)
+	}
+	inv, _ := f.b.Inventory(t.Context(), []*backend.Volume{mustGet(t, f.st, "v")})
+	if len(inv.Problems) != 1 || !strings.Contains(inv.Problems[0], "not sshfs") {
+		t.Errorf("Inventory = %+v", inv)
+	}
+}
+
+// Files in an unmounted mount point are not hidden under a mount.
+func TestRealMountRefusesANonEmptyMountPoint(t *testing.T) {
+	f := newReal(t)
+	f.create(t, "v", "v")
+	os.WriteFile(filepath.Join(f.b.path("v"), "stray"), []byte("x"), 0o644)
+	if _, err := f.drv.Mount(&volume.MountRequest{Name: "v", ID: id1}); err == nil || !strings.Contains(err.Error(), "not an empty directory") {
+		t.Fatalf("Mount over a non-empty mount point = %v", err)
+	}
+	if mounted(t, f.b.path("v")) {
+		t.Fatal("mounted over stray files")
+	}
+}
+
+func mustGet(t *testing.T, st *store.Store, name string) *store.Volume {
+	t.Helper()
+	v, err := st.Get(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// A Mount arriving while an sshfs started before a crash is still
+// connecting adopts its mount (sshfs mounts before it connects, and the
+// probe waits for it to serve), instead of stacking a second sshfs.
+func TestRealMountWaitsForAnSSHFSStillConnecting(t *testing.T) {
+	f := newReal(t)
+	f.create(t, "v", "v")
+	vol, _ := f.st.Get("v")
+	argv, err := f.b.Argv(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server hangs for a moment, as if the old stowage's sshfs were
+	// still in its ssh handshake when the new stowage gets the Mount.
+	f.srv.Pause(t)
+	out, _ := os.Create(filepath.Join(t.TempDir(), "log"))
+	done, _, err := spawnDetached(argv, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	go func() { time.Sleep(time.Second); f.srv.Resume(t) }()
+	if !mounted(t, f.b.path("v")) {
+		t.Fatal("sshfs has not mounted before connecting")
+	}
+	if _, err := f.drv.Mount(&volume.MountRequest{Name: "v", ID: id1}); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if n := countMounts(t, f.b.path("v")); n != 1 {
+		t.Fatalf("%d mounts at the mount point, want 1", n)
 	}
 }
