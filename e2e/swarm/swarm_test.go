@@ -102,7 +102,7 @@ sleep 3600 & wait`
 		sumFile := filepath.Join(remote, "sum."+n.Hostname)
 		os.Remove(sumFile) // left by an earlier visit
 		if step.add != "" {
-			x.a.Docker(t, "service", "update", "--detach", "--constraint-rm", step.rm, "--constraint-add", step.add, "s")
+			x.a.Docker(t, "service", "update", "--detach", "--no-resolve-image", "--constraint-rm", step.rm, "--constraint-add", step.add, "s")
 		}
 		x.waitTaskOn(t, "s", n)
 		waitFor(t, 30*time.Second, "the task on "+n.Name+" to record its checksum", func() bool {
@@ -140,7 +140,7 @@ sleep 3600 & wait`
 					func() string { return fmt.Sprint(sshfsMounts(t, m)) })
 			}
 		}
-		// Swarm may move a task only for a volume of global scope.
+		// Docker shows the volume as cluster-wide: the driver said global.
 		if v := n.Docker(t, "volume", "inspect", "--format", "{{.Driver}} {{.Scope}}", "shared"); v != driver+" global" {
 			t.Errorf("volume on %s: driver and scope %q, want %q", n.Name, v, driver+" global")
 		}
