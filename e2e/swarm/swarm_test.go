@@ -21,6 +21,7 @@ import (
 
 	"github.com/stowage/stowage/internal/e2e/cluster"
 	"github.com/stowage/stowage/internal/e2e/daemon"
+	"github.com/stowage/stowage/internal/e2e/engine"
 )
 
 // driver is the plugin name on every node: each node has its own
@@ -52,6 +53,7 @@ func TestSwarm(t *testing.T) {
 
 	t.Run("TaskMovesBetweenNodes", x.taskMoves)
 	t.Run("GlobalServiceSharesOneVolume", x.globalService)
+	t.Run("NodeEngineRestartKeepsTheTaskData", x.engineRestart)
 	t.Run("ServerKilledFailsWritesNotTheDaemon", func(t *testing.T) {
 		x.serverFault(t, x.a, "killed", x.srv.kill, x.srv.restart, 10*time.Second)
 	})
@@ -217,6 +219,54 @@ sleep 3600 & wait`)
 		if _, err := os.Stat(filepath.Join(remote, "from."+n.Hostname)); err != nil {
 			t.Errorf("docker volume rm deleted remote data: %v", err)
 		}
+	}
+}
+
+// engineRestart: dockerd on the node running a task restarts (no
+// live-restore: the task's container stops). Swarm starts the task again,
+// it finds its data, and the node's stowage counts exactly one mount.
+func (x *env) engineRestart(t *testing.T) {
+	n := x.b
+	remote := x.srv.mkdir(t, "restart")
+	x.a.Docker(t, "service", "create", "--detach", "--name", "r", "--no-resolve-image",
+		"--hostname", "{{.Node.Hostname}}",
+		"--mount", x.srv.mountFlag("restart", "/data", remote),
+		"--constraint", "node.hostname=="+n.Hostname,
+		x.a.Engine.Image(), "sh", "-c", `echo start >> /data/starts || exit 3
+trap "exit 0" TERM
+sleep 3600 & wait`)
+	t.Cleanup(func() { x.a.Engine.Docker("service", "rm", "r") })
+	starts := func() int {
+		b, _ := os.ReadFile(filepath.Join(remote, "starts"))
+		return strings.Count(string(b), "start\n")
+	}
+	x.waitTaskOn(t, "r", n)
+	waitFor(t, 30*time.Second, "the task to start", func() bool { return starts() == 1 })
+
+	n.Engine.Restart(t, engine.Options{})
+	waitFor(t, 60*time.Second, "Swarm to start the task again on "+n.Name, func() bool { return starts() == 2 },
+		func() string { return x.a.Docker(t, "service", "ps", "--no-trunc", "r") })
+	x.waitTaskOn(t, "r", n)
+	c := x.taskContainer(t, n, "r")
+	if out := n.Docker(t, "exec", c, "cat", "/data/starts"); out != "start\nstart" {
+		t.Errorf("the task after the restart reads %q", out)
+	}
+	// The old container's Unmount arrived before dockerd stopped; the new
+	// one's Mount after it started: one mount, not two.
+	if m := n.Docker(t, "volume", "inspect", "--format", "{{index .Status \"mounts\"}}", "restart"); m != "1" {
+		t.Errorf("stowage on %s counts %s mounts of the volume, want 1", n.Name, m)
+	}
+	if ms := sshfsMounts(t, n); len(ms) != 1 {
+		t.Errorf("sshfs mounts on %s: %v, want one", n.Name, ms)
+	}
+	x.a.Docker(t, "service", "rm", "r")
+	waitFor(t, 30*time.Second, "the service's container to go", func() bool {
+		return n.Docker(t, "ps", "-aq", "--filter", "label=com.docker.swarm.service.name=r") == ""
+	})
+	n.Docker(t, "volume", "rm", "restart")
+	x.noSSHFSMounts(t, n)
+	if starts() != 2 {
+		t.Errorf("remote data changed by volume rm: %d starts", starts())
 	}
 }
 
