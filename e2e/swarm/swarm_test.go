@@ -394,10 +394,14 @@ func (x *env) serverFault(t *testing.T, n *cluster.Node, name string, fault, hea
 	if failedIn > limit {
 		t.Errorf("the write failed only after %v: a failed server must give an I/O error within %v", failedIn, limit)
 	}
-	p99 := percentile(ds, 0.99)
-	t.Logf("Get during the fault: %d calls, p99 %v", len(ds), p99.Round(time.Microsecond))
+	p99, max := percentile(ds, 0.99), percentile(ds, 1)
+	t.Logf("Get during the fault: %d calls, p99 %v, max %v", len(ds), p99.Round(time.Microsecond), max.Round(time.Microsecond))
 	if len(ds) < 20 || p99 > 50*time.Millisecond {
 		t.Errorf("Get during the fault: %d calls, p99 %v; want p99 under 50ms", len(ds), p99)
+	}
+	// A Get waiting on the network would take seconds: not even one may.
+	if max > 2*time.Second {
+		t.Errorf("a Get during the fault took %v: Get must never wait for the server", max)
 	}
 
 	heal(t)
