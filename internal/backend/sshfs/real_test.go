@@ -28,7 +28,11 @@ type realFixture struct {
 
 func newReal(t *testing.T) *realFixture {
 	t.Helper()
-	srv := sshd.Start(t, sshd.Options{})
+	return newRealWith(t, sshd.Start(t, sshd.Options{}))
+}
+
+func newRealWith(t *testing.T, srv *sshd.Server) *realFixture {
+	t.Helper()
 	base := t.TempDir()
 	dir := filepath.Join(base, "sshfs")
 	os.Mkdir(dir, 0o700)
@@ -399,5 +403,25 @@ func TestRealMountWaitsForAnSSHFSStillConnecting(t *testing.T) {
 	<-done
 	if n := countMounts(t, f.b.path("v")); n != 1 {
 		t.Fatalf("%d mounts at the mount point, want 1", n)
+	}
+}
+
+// An IPv6 server: remote=[ADDR]:PATH, known_hosts names it [ADDR]:PORT.
+func TestRealIPv6Server(t *testing.T) {
+	srv := sshd.Start(t, sshd.Options{Addr: "::1"})
+	f := newRealWith(t, srv)
+	f.create(t, "v6", "v6")
+	if got := mustGet(t, f.st, "v6").Options["remote"]; !strings.HasPrefix(got, "root@[::1]:/") {
+		t.Fatalf("recorded remote %q", got)
+	}
+	mp, err := f.drv.Mount(&volume.MountRequest{Name: "v6", ID: id1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mp.Mountpoint, "f"), []byte("six"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(srv.Data, "v6", "f")); string(b) != "six" {
+		t.Fatalf("on the server: %q", b)
 	}
 }

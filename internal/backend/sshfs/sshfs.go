@@ -548,12 +548,7 @@ func (s *SSHFS) Inventory(_ context.Context, known []*backend.Volume) (backend.I
 // Status says where the data is and that Remove keeps it. It reads only
 // the record: Get must answer while the server is down.
 func (s *SSHFS) Status(vol *backend.Volume) map[string]interface{} {
-	return map[string]interface{}{
-		"remote":    vol.Options["remote"],
-		"port":      vol.Options["port"],
-		"remove":    Forgets,
-		"host_keys": "checked against " + s.knownHosts,
-	}
+	return map[string]interface{}{"remote": vol.Options["remote"], "remove": Forgets}
 }
 
 // spawnDetached starts argv in a session of its own (sshfs's daemon then

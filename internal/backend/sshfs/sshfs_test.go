@@ -15,9 +15,11 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/stowage/stowage/driver"
 	"github.com/stowage/stowage/internal/backend"
+	dirbackend "github.com/stowage/stowage/internal/backend/dir"
 	"github.com/stowage/stowage/internal/store"
 )
 
@@ -56,7 +58,7 @@ type fixture struct {
 	known string
 }
 
-func hostKeyLine(t *testing.T, host string) string {
+func hostKeyLine(t testing.TB, host string) string {
 	t.Helper()
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -69,7 +71,7 @@ func hostKeyLine(t *testing.T, host string) string {
 	return host + " " + strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	base := t.TempDir()
 	keys := filepath.Join(base, "keys")
@@ -93,7 +95,13 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	drv, err := driver.New(driver.Config{Store: st, Backends: map[string]backend.Instance{ID: {Module: Module, Backend: b}},
+	dirDir := filepath.Join(base, "dir")
+	os.Mkdir(dirDir, 0o700)
+	dirB, err := dirbackend.Module.New(backend.Env{Dir: dirDir, Root: base, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drv, err := driver.New(driver.Config{Store: st, Backends: map[string]backend.Instance{ID: {Module: Module, Backend: b}, "dir": {Module: dirbackend.Module, Backend: dirB}},
 		DefaultBackend: ID, BootID: "boot-1", Log: log})
 	if err != nil {
 		t.Fatal(err)
@@ -355,5 +363,48 @@ func TestNewRequiresKnownHostsAndCleanPaths(t *testing.T) {
 	}
 	if _, err := newSSHFS(env(f.keys, f.known)); err != nil {
 		t.Errorf("New: %v", err)
+	}
+}
+
+// known_hosts files written by ssh-keyscan -H hold hashed names; Create
+// finds the server there too.
+func TestCreateFindsHashedKnownHosts(t *testing.T) {
+	f := newFixture(t)
+	line := hostKeyLine(t, knownhosts.HashHostname(knownhosts.Normalize("10.0.0.9:2200")))
+	fh, err := os.OpenFile(f.known, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fh.WriteString(line + "\n")
+	fh.Close()
+	if err := f.drv.Create(&volume.CreateRequest{Name: "hashed", Options: with("remote", "root@10.0.0.9:/srv", "port", "2200")}); err != nil {
+		t.Fatalf("Create with a hashed known_hosts entry: %v", err)
+	}
+	if err := f.drv.Create(&volume.CreateRequest{Name: "other", Options: with("remote", "root@10.0.0.9:/srv", "port", "2201")}); err == nil {
+		t.Fatal("a hashed entry for port 2200 let port 2201 through")
+	}
+}
+
+// BenchmarkGet: Get of an sshfs volume (the record alone; the server is
+// not even running) against Get of a dir volume (record plus a statfs).
+func BenchmarkGet(b *testing.B) {
+	f := newFixture(b)
+	if err := f.drv.Create(&volume.CreateRequest{Name: "remote", Options: good}); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.drv.Create(&volume.CreateRequest{Name: "local", Options: map[string]string{"backend": "dir"}}); err != nil {
+		b.Fatal(err)
+	}
+	for _, name := range []string{"remote", "local"} {
+		b.Run(map[string]string{"remote": "sshfs", "local": "dir"}[name], func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, err := f.drv.Get(&volume.GetRequest{Name: name}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	if f.rec.count() != 0 {
+		b.Fatal("Get started sshfs")
 	}
 }

@@ -127,6 +127,12 @@ func Start(t testing.TB, o Options) *Server {
 		// The test's directories live under /tmp, which StrictModes rejects.
 		"StrictModes no",
 		"Subsystem sftp internal-sftp",
+		// Sessions are sftp only: no remote shell (and none of root's
+		// login profile) ever runs, and nothing is forwarded.
+		"ForceCommand internal-sftp",
+		"AllowTcpForwarding no",
+		"X11Forwarding no",
+		"PermitTTY no",
 		"LogLevel VERBOSE",
 		"PrintMotd no",
 		"MaxStartups 100",
