@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/stowage/stowage/internal/client"
+	"github.com/stowage/stowage/internal/e2e/ns"
 )
 
 // Options say how to run the daemon.
@@ -31,6 +32,12 @@ type Options struct {
 	Args []string
 	// Env is extra environment (KEY=VALUE).
 	Env []string
+	// NS runs the daemon inside these namespaces (a node of
+	// internal/e2e/cluster), so its mounts are the node's engine's.
+	NS ns.Set
+	// PluginsDir is where the daemon's /run/docker/plugins is seen from
+	// the test (a node binds its own dir there); default /run/docker/plugins.
+	PluginsDir string
 }
 
 // Daemon is one stowage serve process (and its restarts).
@@ -89,7 +96,10 @@ func Start(t testing.TB, o Options) *Daemon {
 		o.Root = dir
 		t.Cleanup(func() { os.RemoveAll(dir) })
 	}
-	d := &Daemon{opts: o, bin: Bin(t), Root: o.Root, Name: o.Name, Socket: "/run/docker/plugins/" + o.Name + ".sock", log: &syncBuffer{}}
+	if o.PluginsDir == "" {
+		o.PluginsDir = "/run/docker/plugins"
+	}
+	d := &Daemon{opts: o, bin: Bin(t), Root: o.Root, Name: o.Name, Socket: filepath.Join(o.PluginsDir, o.Name+".sock"), log: &syncBuffer{}}
 	d.start(t)
 	t.Cleanup(func() {
 		d.Stop(t)
@@ -102,8 +112,11 @@ func Start(t testing.TB, o Options) *Daemon {
 
 func (d *Daemon) start(t testing.TB) {
 	t.Helper()
-	args := append([]string{"serve", "--root", d.Root, "--socket", d.Name, "--log-level", "debug"}, d.opts.Args...)
-	cmd := exec.Command(d.bin, args...)
+	args := append([]string{d.bin, "serve", "--root", d.Root, "--socket", d.Name, "--log-level", "debug"}, d.opts.Args...)
+	if !d.opts.NS.Empty() {
+		args = d.opts.NS.Argv(args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), d.opts.Env...)
 	cmd.Stdout = d.log
 	cmd.Stderr = d.log

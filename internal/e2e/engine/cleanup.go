@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -58,7 +60,7 @@ func (e *Engine) procs() ([]proc, error) {
 		in.inCgroup = e.inCgroup(pid)
 		base := filepath.Base(argv[0])
 		in.shim = in.byArgs && strings.HasPrefix(base, "containerd-shim")
-		in.daemon = in.byArgs && (base == "dockerd" || base == "containerd" || base == "unshare")
+		in.daemon = in.byArgs && (base == "dockerd" || base == "containerd" || base == "unshare" || base == "nsenter")
 		if in.shim {
 			shims[pid] = true
 		}
@@ -135,9 +137,22 @@ func (e *Engine) killProcs(match func(proc) bool) error {
 	}
 }
 
-// mounts lists mount points at or below the engine directory.
+// mounts lists mount points at or below the engine directory, in the
+// engine's mount namespace.
 func (e *Engine) mounts() ([]string, error) {
-	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(e.dir))
+	var ms []*mountinfo.Info
+	var err error
+	if mnt := e.opts.NS.Mount; mnt != "" {
+		// setns(2) into a mount namespace is refused to a threaded process.
+		var out []byte
+		out, err = exec.Command("nsenter", "--mount="+mnt, "--", "cat", "/proc/self/mountinfo").Output()
+		if err != nil {
+			return nil, fmt.Errorf("mount table of %s: %w", mnt, err)
+		}
+		ms, err = mountinfo.GetMountsFromReader(bytes.NewReader(out), mountinfo.PrefixFilter(e.dir))
+	} else {
+		ms, err = mountinfo.GetMounts(mountinfo.PrefixFilter(e.dir))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -163,6 +178,11 @@ func (e *Engine) unmountAll() error {
 			return fmt.Errorf("still mounted: %s", strings.Join(mps, ", "))
 		}
 		sort.Slice(mps, func(i, j int) bool { return len(mps[i]) > len(mps[j]) })
+		if mnt := e.opts.NS.Mount; mnt != "" {
+			// Errors show up in the next round.
+			_ = exec.Command("nsenter", append([]string{"--mount=" + mnt, "--", "umount", "--lazy"}, mps...)...).Run()
+			continue
+		}
 		for _, mp := range mps {
 			_ = unix.Unmount(mp, unix.MNT_DETACH) // errors show up in the next round
 		}

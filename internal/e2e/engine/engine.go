@@ -5,6 +5,10 @@
 //
 // Only container networking "none" works: the engine has no bridge, so tests
 // must pass --network none to docker run/create.
+//
+// With Options.NS the engine runs inside namespaces the test made instead (a
+// node of internal/e2e/cluster): its network, mounts and hostname are then
+// the node's.
 package engine
 
 import (
@@ -28,12 +32,19 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stowage/stowage/internal/e2e/ns"
 )
 
 // Options configures a private engine.
 type Options struct {
 	LiveRestore bool   // start dockerd with --live-restore
 	Name        string // optional short label used in paths/namespaces; default random
+	// NS runs dockerd inside these namespaces (nsenter) instead of a fresh
+	// network namespace of its own; kept across Restart.
+	NS ns.Set
+	// Env is extra environment for dockerd (KEY=VALUE); kept across Restart.
+	Env []string
 }
 
 // Engine is one private dockerd. Its zero value is not usable: call Start.
@@ -158,7 +169,7 @@ func (e *Engine) MustDocker(t testing.TB, args ...string) string {
 
 // Restart stops dockerd gracefully and starts it again with the same
 // data-root and exec-root; opts.LiveRestore applies to the new daemon
-// (opts.Name is ignored). Running containers survive only if the old
+// (opts.Name, opts.NS and opts.Env are ignored: the engine keeps its own). Running containers survive only if the old
 // daemon had live-restore.
 func (e *Engine) Restart(t testing.TB, opts Options) {
 	t.Helper()
@@ -237,9 +248,7 @@ func (e *Engine) startErr() error {
 	}
 	defer logf.Close() // the child has its own copy
 	args := []string{
-		// Own network namespace: --bridge=none in the host namespace would
-		// delete the system engine's docker0.
-		"--net", "--", "dockerd",
+		"dockerd",
 		"--config-file", e.path("daemon.json"),
 		"--data-root", e.DataRoot(),
 		"--exec-root", e.path("exec"),
@@ -254,9 +263,19 @@ func (e *Engine) startErr() error {
 	if e.opts.LiveRestore {
 		args = append(args, "--live-restore")
 	}
-	fmt.Fprintf(logf, "=== %s: unshare %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
-	cmd := exec.Command("unshare", args...)
+	if e.opts.NS.Empty() {
+		// Own network namespace: --bridge=none in the host namespace would
+		// delete the system engine's docker0.
+		args = append([]string{"unshare", "--net", "--"}, args...)
+	} else {
+		args = e.opts.NS.Argv(args...)
+	}
+	fmt.Fprintf(logf, "=== %s: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = e.dir
+	if len(e.opts.Env) > 0 {
+		cmd.Env = append(os.Environ(), e.opts.Env...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid: true, // so Stop can kill dockerd's group, and ^C on go test does not hit it
