@@ -92,7 +92,7 @@ bench:
 
 ## base-image: make sure the engine has $(BASE_IMAGE) without pulling (debootstrap, cached in build/cache)
 base-image:
-	scripts/base-image.sh $(BASE_IMAGE)
+	DOCKER=$(DOCKER) scripts/base-image.sh $(BASE_IMAGE)
 
 ## plugin: build/plugin/{config.json,rootfs} from the Dockerfile, then docker plugin create $(PLUGIN_NAME):$(PLUGIN_TAG)
 plugin: build
