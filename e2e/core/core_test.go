@@ -223,6 +223,66 @@ func TestCore(t *testing.T) {
 		x.docker(t, "volume", "rm", "kept")
 	})
 
+	t.Run("prune-leaves-plugin-volumes", func(t *testing.T) {
+		// dockerd prunes only volumes of its own local driver, on every
+		// engine (volume/service Prune filters ByDriver("local")). What
+		// changed in 23.0 (API 1.42) is which local ones: before, every
+		// unused volume; since, only anonymous ones unless --all.
+		x.docker(t, "volume", "create", "-d", x.d.Name, "unpruned")
+		x.run(t, "-v", "unpruned:/u", img, "sh", "-c", "echo kept > /u/k")
+		waitFor(t, "unmount", func() bool { return x.mounts(t, "unpruned") == 0 })
+		x.docker(t, "volume", "create", "localnamed")
+		localListed := func() bool {
+			return x.docker(t, "volume", "ls", "-q", "--filter", "driver=local", "--filter", "name=localnamed") != ""
+		}
+		x.docker(t, "volume", "prune", "-f")
+		if x.e.Version().AtLeast(23, 0) {
+			if !localListed() {
+				t.Fatalf("engine %s: prune without --all removed a named local volume", x.e.Version())
+			}
+			x.docker(t, "volume", "prune", "-f", "--all")
+		}
+		if localListed() {
+			t.Fatalf("engine %s: prune kept an unused named local volume: the prune this test means did not run", x.e.Version())
+		}
+		if !x.listed(t, "unpruned") {
+			t.Fatal("prune removed a stowage volume from Docker's list")
+		}
+		if x.d.LogContains("op=Remove", "volume=unpruned") {
+			t.Fatal("prune sent Remove to stowage")
+		}
+		if got := x.run(t, "-v", "unpruned:/u", img, "cat", "/u/k"); got != "kept" {
+			t.Fatalf("data after prune = %q", got)
+		}
+		waitFor(t, "unmount", func() bool { return x.mounts(t, "unpruned") == 0 })
+		x.docker(t, "volume", "rm", "unpruned")
+	})
+
+	t.Run("anonymous-volume-removed-with-its-container", func(t *testing.T) {
+		// docker run --rm removes the anonymous volumes it made, through
+		// the plugin: Docker names them with 64 hex characters.
+		out := x.run(t, "--volume-driver", x.d.Name, "-v", "/scratch", img, "sh", "-c", "echo tmp > /scratch/f; cat /scratch/f")
+		if out != "tmp" {
+			t.Fatalf("anonymous volume read back %q", out)
+		}
+		var name string
+		waitFor(t, "the anonymous volume's Remove", func() bool {
+			for _, l := range strings.Split(x.d.Log(), "\n") {
+				if m := anonRemove.FindStringSubmatch(l); m != nil {
+					name = m[1]
+					return true
+				}
+			}
+			return false
+		})
+		if x.listed(t, name) {
+			t.Fatalf("anonymous volume %s still listed after run --rm", name)
+		}
+		if _, err := os.Lstat(x.dataDir(name)); !os.IsNotExist(err) {
+			t.Fatalf("anonymous volume's data left after run --rm: %v", err)
+		}
+	})
+
 	t.Run("bad-input-through-the-cli", func(t *testing.T) {
 		cases := []struct {
 			args []string
@@ -273,6 +333,8 @@ func TestCore(t *testing.T) {
 		x.d.Restart(t)
 	})
 }
+
+var anonRemove = regexp.MustCompile(`op=Remove status=200 volume=([0-9a-f]{64})\b`)
 
 var mountLine = regexp.MustCompile(`mount_id=([0-9a-f]+) op=(\w+) status=200 volume=(\S+)`)
 
