@@ -2,7 +2,7 @@
 # engines.sh — unpack the newest Debian-packaged Docker engine into a private
 # prefix, for running the e2e suites against it (STOWAGE_ENGINE=DIR).
 #
-#   scripts/engines.sh            prints the prefix (build/cache/engines/debian-sid)
+#   scripts/engines.sh            prints the prefix (ABSOLUTE/build/cache/engines/debian-sid)
 #   REFRESH=1 scripts/engines.sh  resolve sid's candidates again
 #
 # It takes sid's current candidates of docker.io, docker-cli, containerd and
@@ -79,6 +79,15 @@ for suite in "${RUNC_SUITES[@]}"; do
   say "runc from $suite does not run here: $("$debs/runc/x/usr/sbin/runc" --version 2>&1 | head -1)"
 done
 [ -n "$runc_from" ] || die "no runc from ${RUNC_SUITES[*]} runs on this host"
+# moby 29.5 gives containers a time namespace, which runc learnt in 1.2:
+# with an older runc every container start fails.
+dv=$("$PREFIX.new/usr/sbin/dockerd" --version | sed -n 's/^Docker version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+rv=$("$PREFIX.new/usr/sbin/runc" --version | sed -n 's/^runc version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+read -r dmaj dmin <<<"$dv"
+read -r rmaj rmin <<<"$rv"
+if [ $((dmaj * 100 + dmin)) -ge 2905 ] && [ $((rmaj * 100 + rmin)) -lt 102 ]; then
+  die "dockerd $dmaj.$dmin needs runc >= 1.2 (time namespaces), but the newest runc that runs here is $rmaj.$rmin (from $runc_from)"
+fi
 runs "$PREFIX.new" || {
   for b in usr/sbin/dockerd usr/bin/docker usr/bin/containerd; do "$PREFIX.new/$b" --version 2>&1 | head -2 >&2 || true; done
   die "the engine unpacked in $PREFIX.new does not run on this host (see above)"

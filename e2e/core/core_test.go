@@ -106,6 +106,15 @@ func TestCore(t *testing.T) {
 		if opts["uid"] != "1234" || opts["gid"] != "2345" || opts["mode"] != "0750" {
 			t.Fatalf("Status options = %v", v.Status["options"])
 		}
+		// Docker sends Create only when Get says there is no such
+		// volume: creating an existing name succeeds and changes nothing.
+		x.docker(t, "volume", "create", "-d", x.d.Name, "-o", "mode=0700", "life")
+		if opts, _ := x.inspect(t, "life").Status["options"].(map[string]interface{}); opts["mode"] != "0750" {
+			t.Fatalf("a second create changed the options: %v", opts)
+		}
+		if n := len(createdLife.FindAllString(x.d.Log(), -1)); n != 1 {
+			t.Fatalf("stowage logged %d successful Creates of life, want 1", n)
+		}
 		if got := x.run(t, "-v", "life:/data", img, "stat", "-c", "%u %g %a", "/data"); got != "1234 2345 750" {
 			t.Fatalf("stat in container = %q, want 1234 2345 750", got)
 		}
@@ -333,6 +342,8 @@ func TestCore(t *testing.T) {
 		x.d.Restart(t)
 	})
 }
+
+var createdLife = regexp.MustCompile(`(?m)op=Create status=200 volume=life(\s|$)`)
 
 var anonRemove = regexp.MustCompile(`op=Remove status=200 volume=([0-9a-f]{64})\b`)
 
