@@ -2,6 +2,7 @@ package engine
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -200,6 +201,17 @@ func TestEngineUsesItsOwnBinaries(t *testing.T) {
 		if !seen[name] {
 			t.Errorf("no %s of this engine is running (container %s)", name, id)
 		}
+	}
+	// The containerd dockerd started for itself (containerd 2.x too) keeps
+	// the container in the namespace the harness named.
+	ctr, err := lookPath("ctr", e.bin.path)
+	if err != nil {
+		t.Fatal("ctr not found: apt-get install -y containerd")
+	}
+	out, err := exec.Command(ctr, "--address", e.path("exec/containerd/containerd.sock"), "--namespace", e.label,
+		"containers", "ls", "-q").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), id) {
+		t.Errorf("ctr containers ls in namespace %s: %v %s; want container %s", e.label, err, out, id)
 	}
 	if e.Version().Major == 0 || e.Version().API == "" {
 		t.Errorf("Version() = %+v", e.Version())
