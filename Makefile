@@ -83,9 +83,29 @@ soak: build
 	STOWAGE_BIN=$(abspath $(BIN)) nice -n 10 $(STORM_NS) $(GO) test -count=1 -timeout 0 -v -run TestCrashStorm ./internal/storm \
 	  -storm.kills 0 -storm.duration $(SOAK_TIME) -storm.workers 4 -storm.seed $(SOAK_SEED)
 
-## e2e: end-to-end tests; they start private Docker engines and fail (never skip) without one
+# Engines the engine-sensitive suites run on again after the full run on the
+# system's engine: STOWAGE_ENGINE directories (see internal/e2e/engine).
+# scripts/engines.sh (make engines) unpacks sid's Docker into the default one.
+# E2E_ENGINES= runs on the system's engine only.
+E2E_ENGINES     ?= build/cache/engines/debian-sid
+E2E_ENGINE_PKGS ?= ./internal/e2e/engine ./e2e/core ./e2e/managed ./e2e/restarts
+
+.PHONY: engines
+
+## e2e: end-to-end tests; they start private Docker engines and fail (never skip) without one.
+##   All suites on the system's engine, then E2E_ENGINE_PKGS on each of E2E_ENGINES.
 e2e: build
+	@for eng in $(E2E_ENGINES); do test -x $$eng/usr/sbin/dockerd || \
+	  { echo "e2e: no engine in $$eng: run make engines (or make e2e E2E_ENGINES= for the system's engine only)"; exit 1; }; done
 	STOWAGE_BIN=$(abspath $(BIN)) $(GO) test -count=1 -p 1 -timeout 40m ./internal/e2e/... ./e2e/...
+	@set -e; for eng in $(E2E_ENGINES); do \
+	  echo "e2e on $$eng: $$(grep '^Docker version' $$eng/VERSIONS 2>/dev/null || $$eng/usr/sbin/dockerd --version)"; \
+	  STOWAGE_ENGINE=$$(realpath $$eng) STOWAGE_BIN=$(abspath $(BIN)) $(GO) test -count=1 -p 1 -timeout 30m $(E2E_ENGINE_PKGS); \
+	done
+
+## engines: unpack the newest Debian-packaged Docker engine into build/cache/engines/debian-sid (cached)
+engines:
+	scripts/engines.sh
 
 ## bench: performance run against the floor and Docker's local driver (not
 ## part of test; ~10 min, both cores). Writes BENCHMARKS.md, BENCHMARKS.png
@@ -99,7 +119,7 @@ bench:
 
 ## base-image: make sure the engine has $(BASE_IMAGE) without pulling (debootstrap, cached in build/cache)
 base-image:
-	scripts/base-image.sh $(BASE_IMAGE)
+	DOCKER=$(DOCKER) scripts/base-image.sh $(BASE_IMAGE)
 
 ## plugin: build/plugin/{config.json,rootfs} from the Dockerfile, then docker plugin create $(PLUGIN_NAME):$(PLUGIN_TAG)
 plugin: build

@@ -13,6 +13,7 @@
 #    apt-get step has nothing to fetch on engines without network; then
 #    docker import it and docker save it to the cache.
 # Users with a registry never need this: docker pull debian:bookworm-slim.
+# DOCKER picks the CLI (default: docker in PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,15 +23,16 @@ MIRROR=${MIRROR:-http://deb.debian.org/debian}
 TOOLS=${TOOLS:-e2fsprogs,xfsprogs,btrfs-progs,util-linux}
 CACHE_DIR=${CACHE_DIR:-build/cache}
 CACHE="$CACHE_DIR/$(echo "$IMAGE" | tr '/:' '__').tar"
+DOCKER=${DOCKER:-docker}
 
-if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+if "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1; then
   echo "base-image: $IMAGE is present"
   exit 0
 fi
 if [ -s "$CACHE" ]; then
   echo "base-image: loading $IMAGE from $CACHE"
-  docker load -i "$CACHE" >/dev/null
-  docker image inspect "$IMAGE" >/dev/null
+  "$DOCKER" load -i "$CACHE" >/dev/null
+  "$DOCKER" image inspect "$IMAGE" >/dev/null
   exit 0
 fi
 command -v debootstrap >/dev/null || { echo "base-image: debootstrap not found: apt-get install -y debootstrap" >&2; exit 1; }
@@ -48,11 +50,11 @@ if [ ! -s "$CACHE" ]; then
   # Slim it as debian:*-slim is: no apt lists, docs or caches.
   rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb \
          "$dir"/usr/share/doc/* "$dir"/usr/share/man/* "$dir"/usr/share/locale/*
-  tar --numeric-owner -C "$dir" -c . | docker import --change 'CMD ["bash"]' - "$IMAGE" >/dev/null
-  docker save -o "$CACHE.tmp" "$IMAGE"
+  tar --numeric-owner -C "$dir" -c . | "$DOCKER" import --change 'CMD ["bash"]' - "$IMAGE" >/dev/null
+  "$DOCKER" save -o "$CACHE.tmp" "$IMAGE"
   mv "$CACHE.tmp" "$CACHE"
   echo "base-image: built $IMAGE and cached it in $CACHE"
 else
-  docker load -i "$CACHE" >/dev/null
+  "$DOCKER" load -i "$CACHE" >/dev/null
 fi
-docker image inspect "$IMAGE" >/dev/null
+"$DOCKER" image inspect "$IMAGE" >/dev/null

@@ -106,6 +106,15 @@ func TestCore(t *testing.T) {
 		if opts["uid"] != "1234" || opts["gid"] != "2345" || opts["mode"] != "0750" {
 			t.Fatalf("Status options = %v", v.Status["options"])
 		}
+		// Docker sends Create only when Get says there is no such
+		// volume: creating an existing name succeeds and changes nothing.
+		x.docker(t, "volume", "create", "-d", x.d.Name, "-o", "mode=0700", "life")
+		if opts, _ := x.inspect(t, "life").Status["options"].(map[string]interface{}); opts["mode"] != "0750" {
+			t.Fatalf("a second create changed the options: %v", opts)
+		}
+		if n := len(createdLife.FindAllString(x.d.Log(), -1)); n != 1 {
+			t.Fatalf("stowage logged %d successful Creates of life, want 1", n)
+		}
 		if got := x.run(t, "-v", "life:/data", img, "stat", "-c", "%u %g %a", "/data"); got != "1234 2345 750" {
 			t.Fatalf("stat in container = %q, want 1234 2345 750", got)
 		}
@@ -223,6 +232,66 @@ func TestCore(t *testing.T) {
 		x.docker(t, "volume", "rm", "kept")
 	})
 
+	t.Run("prune-leaves-plugin-volumes", func(t *testing.T) {
+		// dockerd prunes only volumes of its own local driver, on every
+		// engine (volume/service Prune filters ByDriver("local")). What
+		// changed in 23.0 (API 1.42) is which local ones: before, every
+		// unused volume; since, only anonymous ones unless --all.
+		x.docker(t, "volume", "create", "-d", x.d.Name, "unpruned")
+		x.run(t, "-v", "unpruned:/u", img, "sh", "-c", "echo kept > /u/k")
+		waitFor(t, "unmount", func() bool { return x.mounts(t, "unpruned") == 0 })
+		x.docker(t, "volume", "create", "localnamed")
+		localListed := func() bool {
+			return x.docker(t, "volume", "ls", "-q", "--filter", "driver=local", "--filter", "name=localnamed") != ""
+		}
+		x.docker(t, "volume", "prune", "-f")
+		if x.e.Version().AtLeast(23, 0) {
+			if !localListed() {
+				t.Fatalf("engine %s: prune without --all removed a named local volume", x.e.Version())
+			}
+			x.docker(t, "volume", "prune", "-f", "--all")
+		}
+		if localListed() {
+			t.Fatalf("engine %s: prune kept an unused named local volume: the prune this test means did not run", x.e.Version())
+		}
+		if !x.listed(t, "unpruned") {
+			t.Fatal("prune removed a stowage volume from Docker's list")
+		}
+		if x.d.LogContains("op=Remove", "volume=unpruned") {
+			t.Fatal("prune sent Remove to stowage")
+		}
+		if got := x.run(t, "-v", "unpruned:/u", img, "cat", "/u/k"); got != "kept" {
+			t.Fatalf("data after prune = %q", got)
+		}
+		waitFor(t, "unmount", func() bool { return x.mounts(t, "unpruned") == 0 })
+		x.docker(t, "volume", "rm", "unpruned")
+	})
+
+	t.Run("anonymous-volume-removed-with-its-container", func(t *testing.T) {
+		// docker run --rm removes the anonymous volumes it made, through
+		// the plugin: Docker names them with 64 hex characters.
+		out := x.run(t, "--volume-driver", x.d.Name, "-v", "/scratch", img, "sh", "-c", "echo tmp > /scratch/f; cat /scratch/f")
+		if out != "tmp" {
+			t.Fatalf("anonymous volume read back %q", out)
+		}
+		var name string
+		waitFor(t, "the anonymous volume's Remove", func() bool {
+			for _, l := range strings.Split(x.d.Log(), "\n") {
+				if m := anonRemove.FindStringSubmatch(l); m != nil {
+					name = m[1]
+					return true
+				}
+			}
+			return false
+		})
+		if x.listed(t, name) {
+			t.Fatalf("anonymous volume %s still listed after run --rm", name)
+		}
+		if _, err := os.Lstat(x.dataDir(name)); !os.IsNotExist(err) {
+			t.Fatalf("anonymous volume's data left after run --rm: %v", err)
+		}
+	})
+
 	t.Run("bad-input-through-the-cli", func(t *testing.T) {
 		cases := []struct {
 			args []string
@@ -273,6 +342,10 @@ func TestCore(t *testing.T) {
 		x.d.Restart(t)
 	})
 }
+
+var createdLife = regexp.MustCompile(`(?m)op=Create status=200 volume=life(\s|$)`)
+
+var anonRemove = regexp.MustCompile(`op=Remove status=200 volume=([0-9a-f]{64})\b`)
 
 var mountLine = regexp.MustCompile(`mount_id=([0-9a-f]+) op=(\w+) status=200 volume=(\S+)`)
 

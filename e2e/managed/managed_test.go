@@ -48,9 +48,10 @@ type env struct {
 }
 
 func (x *env) environ() []string {
-	out := []string{"DOCKER_HOST=" + x.e.Host()}
+	// DOCKER: the Makefile uses the CLI of the engine under test.
+	out := []string{"DOCKER_HOST=" + x.e.Host(), "DOCKER=" + x.e.CLI()}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "DOCKER_") {
+		if !strings.HasPrefix(kv, "DOCKER_") && !strings.HasPrefix(kv, "DOCKER=") {
 			out = append(out, kv)
 		}
 	}

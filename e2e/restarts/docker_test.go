@@ -243,9 +243,11 @@ func TestDockerdStartsWhileStowageIsDown(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	if n := x.mounts(t, vol); n == 0 {
 		// Docker sent the Unmount after all: the ordinary path.
+		t.Logf("engine %s sent the Unmount after all", x.e.Version())
 		x.docker(t, "volume", "rm", vol)
 		return
 	}
+	t.Logf("engine %s never sent the Unmount: clearing it with stowage release", x.e.Version())
 	_, stderr, err := x.e.Docker("volume", "rm", vol)
 	if err == nil || !strings.Contains(stderr, "in use") || !strings.Contains(stderr, "mount IDs ") {
 		t.Fatalf("volume rm with a mount Docker will never unmount: %v %s", err, stderr)

@@ -18,6 +18,7 @@ import (
 	"crypto/rand"
 	"debug/elf"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -49,8 +50,10 @@ type Options struct {
 
 // Engine is one private dockerd. Its zero value is not usable: call Start.
 type Engine struct {
-	dir   string // /tmp/stwe-LABEL, everything of this engine lives below
-	label string // stwe-LABEL: containerd namespaces, cgroup parent
+	dir     string // /tmp/stwe-LABEL, everything of this engine lives below
+	label   string // stwe-LABEL: containerd namespaces, cgroup parent
+	bin     binaries
+	version Version
 
 	mu   sync.Mutex
 	opts Options
@@ -93,10 +96,11 @@ func RequireRoot(t testing.TB) {
 func Start(t testing.TB, opts Options) *Engine {
 	t.Helper()
 	RequireRoot(t)
-	if err := checkTools(); err != nil {
+	bin, err := checkTools()
+	if err != nil {
 		t.Fatal(err)
 	}
-	e := &Engine{opts: opts}
+	e := &Engine{opts: opts, bin: bin}
 	for try := 0; ; try++ {
 		label, err := newLabel(opts.Name)
 		if err != nil {
@@ -123,11 +127,51 @@ func Start(t testing.TB, opts Options) *Engine {
 	}
 	began := time.Now()
 	e.start(t)
+	if e.version, err = e.serverVersion(); err != nil {
+		t.Fatalf("engine %s: %v\ndockerd log:\n%s", e.label, err, e.LogTail(fatalTailLines))
+	}
 	if err := e.importImage(); err != nil {
 		t.Fatalf("import test image: %v\ndockerd log:\n%s", err, e.LogTail(fatalTailLines))
 	}
-	t.Logf("engine %s ready in %v (live-restore=%v)", e.label, time.Since(began).Round(time.Millisecond), opts.LiveRestore)
+	t.Logf("engine %s ready in %v (live-restore=%v): dockerd %s %s; CLI %s %s", e.label,
+		time.Since(began).Round(time.Millisecond), opts.LiveRestore, e.bin.dockerd, e.version, e.bin.docker, e.cliVersion())
 	return e
+}
+
+// Version is the running engine's version: tests that depend on behaviour
+// that changed between Docker releases branch on it.
+func (e *Engine) Version() Version { return e.version }
+
+// CLI is the absolute path of the docker CLI used for this engine; tests that
+// run other tools (make) against the engine pass it on as DOCKER.
+func (e *Engine) CLI() string { return e.bin.docker }
+
+// serverVersion asks dockerd's /version directly: it works whatever API
+// version the CLI would negotiate.
+func (e *Engine) serverVersion() (Version, error) {
+	client := e.httpClient()
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("http://docker/version")
+	if err != nil {
+		return Version{}, fmt.Errorf("/version: %w", err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Version, ApiVersion, MinAPIVersion string }
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return Version{}, fmt.Errorf("/version: %w", err)
+	}
+	v, err := parseVersion(body.Version)
+	v.API, v.MinAPI = body.ApiVersion, body.MinAPIVersion
+	return v, err
+}
+
+// cliVersion is what `docker --version` prints, for the log.
+func (e *Engine) cliVersion() string {
+	out, err := exec.Command(e.bin.docker, "--version").CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("(docker --version: %v)", err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // Host is the DOCKER_HOST value for this engine.
@@ -143,7 +187,7 @@ func (e *Engine) Image() string { return imageName }
 func (e *Engine) Docker(args ...string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker", args...)
+	cmd := exec.CommandContext(ctx, e.bin.docker, args...)
 	cmd.Env = e.env()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -248,7 +292,7 @@ func (e *Engine) startErr() error {
 	}
 	defer logf.Close() // the child has its own copy
 	args := []string{
-		"dockerd",
+		e.bin.dockerd,
 		"--config-file", e.path("daemon.json"),
 		"--data-root", e.DataRoot(),
 		"--exec-root", e.path("exec"),
@@ -273,9 +317,7 @@ func (e *Engine) startErr() error {
 	fmt.Fprintf(logf, "=== %s: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = e.dir
-	if len(e.opts.Env) > 0 {
-		cmd.Env = append(os.Environ(), e.opts.Env...)
-	}
+	cmd.Env = append(e.daemonEnv(), e.opts.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid: true, // so Stop can kill dockerd's group, and ^C on go test does not hit it
@@ -291,13 +333,29 @@ func (e *Engine) startErr() error {
 	return e.waitReady(done)
 }
 
-func (e *Engine) waitReady(exited <-chan struct{}) error {
-	client := &http.Client{
+// daemonEnv is dockerd's environment: ours, with the engine's PATH so that
+// it starts the containerd, shim and runc that belong to it.
+func (e *Engine) daemonEnv() []string {
+	env := []string{"PATH=" + e.bin.path}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PATH=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func (e *Engine) httpClient() *http.Client {
+	return &http.Client{
 		Timeout: 2 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", e.path("docker.sock"))
 		}},
 	}
+}
+
+func (e *Engine) waitReady(exited <-chan struct{}) error {
+	client := e.httpClient()
 	defer client.CloseIdleConnections()
 	deadline := time.Now().Add(startTimeout)
 	for {
@@ -363,7 +421,7 @@ func (e *Engine) importImage() error {
 	go func() { pw.CloseWithError(writeRootfs(pw, bb)) }()
 	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker", "import", "--change", `CMD ["/bin/sh"]`, "-", imageName)
+	cmd := exec.CommandContext(ctx, e.bin.docker, "import", "--change", `CMD ["/bin/sh"]`, "-", imageName)
 	cmd.Env = e.env()
 	cmd.Stdin = pr
 	out, err := cmd.CombinedOutput()
@@ -413,31 +471,28 @@ func writeRootfs(w io.Writer, busybox []byte) error {
 	return tw.Close()
 }
 
-// checkTools says what to install when a tool is missing: e2e tests must
-// fail, not skip, when no engine can start.
-func checkTools() error {
-	for _, tool := range []struct{ bin, pkg string }{
-		{"unshare", "util-linux"},
-		{"dockerd", "docker.io"},
-		{"docker", "docker.io (or docker-ce-cli)"},
-		{"containerd", "containerd (comes with docker.io)"},
-		{"runc", "runc (comes with docker.io)"},
-	} {
-		if _, err := exec.LookPath(tool.bin); err != nil {
-			return fmt.Errorf("cannot start a test Docker engine: %s not found in PATH; install it: apt-get install -y %s", tool.bin, tool.pkg)
-		}
+// checkTools finds the engine's programs and the test image's busybox, and
+// says what to install when one is missing: e2e tests must fail, not skip,
+// when no engine can start.
+func checkTools() (binaries, error) {
+	if _, err := exec.LookPath("unshare"); err != nil {
+		return binaries{}, fmt.Errorf("cannot start a test Docker engine: unshare not found in PATH; install it: apt-get install -y util-linux")
+	}
+	b, err := resolveBinaries()
+	if err != nil {
+		return b, err
 	}
 	f, err := elf.Open(busyboxPath)
 	if err != nil {
-		return fmt.Errorf("cannot build the test image: %v; install it: apt-get install -y busybox-static", err)
+		return b, fmt.Errorf("cannot build the test image: %v; install it: apt-get install -y busybox-static", err)
 	}
 	defer f.Close()
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("%s is dynamically linked and cannot run in a bare image; install busybox-static", busyboxPath)
+			return b, fmt.Errorf("%s is dynamically linked and cannot run in a bare image; install busybox-static", busyboxPath)
 		}
 	}
-	return nil
+	return b, nil
 }
 
 // newLabel makes "stwe-NAME-XXXX" (NAME cut to 8 safe characters) or

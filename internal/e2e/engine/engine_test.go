@@ -2,6 +2,8 @@ package engine
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -146,7 +148,7 @@ func TestCleanupAfterLiveRestoreStop(t *testing.T) {
 
 func TestMissingToolsFail(t *testing.T) {
 	t.Setenv("PATH", "/nonexistent")
-	err := checkTools()
+	_, err := checkTools()
 	if err == nil || !strings.Contains(err.Error(), "apt-get install -y util-linux") {
 		t.Fatalf("checkTools() = %v", err)
 	}
@@ -159,4 +161,74 @@ func mustAtoi(t *testing.T, s string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestEngineUsesItsOwnBinaries: with STOWAGE_ENGINE set, dockerd must start
+// the containerd and shim of that engine, not the system's that come later
+// in PATH; a mix would test neither engine.
+func TestEngineUsesItsOwnBinaries(t *testing.T) {
+	t.Parallel()
+	e := Start(t, Options{Name: "bins"})
+	id := e.MustDocker(t, "run", "-d", "--network", "none", e.Image(), "sleep", "300")
+	ps, err := e.procs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, p := range ps {
+		if !p.daemon && !p.shim {
+			continue
+		}
+		name := filepath.Base(p.argv[0])
+		if name == "unshare" {
+			continue
+		}
+		want, err := lookPath(name, e.bin.path)
+		if err != nil {
+			t.Errorf("%s runs but is not in the engine's PATH %s", name, e.bin.path)
+			continue
+		}
+		exe, err := os.Readlink("/proc/" + strconv.Itoa(p.pid) + "/exe")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if exe != want {
+			t.Errorf("%s runs from %s, want %s", name, exe, want)
+		}
+		seen[name] = true
+	}
+	for _, name := range []string{"dockerd", "containerd", "containerd-shim-runc-v2"} {
+		if !seen[name] {
+			t.Errorf("no %s of this engine is running (container %s)", name, id)
+		}
+	}
+	// The containerd dockerd started for itself (containerd 2.x too) keeps
+	// the container in the namespace the harness named.
+	ctr, err := lookPath("ctr", e.bin.path)
+	if err != nil {
+		t.Fatal("ctr not found: apt-get install -y containerd")
+	}
+	out, err := exec.Command(ctr, "--address", e.path("exec/containerd/containerd.sock"), "--namespace", e.label,
+		"containers", "ls", "-q").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), id) {
+		t.Errorf("ctr containers ls in namespace %s: %v %s; want container %s", e.label, err, out, id)
+	}
+	if e.Version().Major == 0 || e.Version().API == "" {
+		t.Errorf("Version() = %+v", e.Version())
+	}
+}
+
+func TestParseVersion(t *testing.T) {
+	for raw, want := range map[string][3]int{"20.10.24+dfsg1": {20, 10, 24}, "28.5.2": {28, 5, 2}, "29.0.0-rc.1": {29, 0, 0}, "1.13": {1, 13, 0}} {
+		v, err := parseVersion(raw)
+		if err != nil || [3]int{v.Major, v.Minor, v.Patch} != want {
+			t.Errorf("parseVersion(%q) = %+v, %v", raw, v, err)
+		}
+	}
+	if _, err := parseVersion("dev"); err == nil {
+		t.Error("parseVersion(dev) accepted")
+	}
+	if !(Version{Major: 23}).AtLeast(23, 0) || (Version{Major: 20, Minor: 10}).AtLeast(23, 0) {
+		t.Error("AtLeast")
+	}
 }
