@@ -144,7 +144,7 @@ func TestSocketActivatedDaemonServesDocker(t *testing.T) {
 func TestUnitFilesVerify(t *testing.T) {
 	engine.RequireRoot(t)
 	dir := t.TempDir()
-	for _, u := range []string{"stowage.service", "stowage.socket"} {
+	for _, u := range []string{"stowage.service", "stowage.socket", "stowage-shared.service", "stowage-shared.socket"} {
 		b, err := os.ReadFile(filepath.Join("..", "..", "contrib", "systemd", u))
 		if err != nil {
 			t.Fatal(err)
@@ -154,6 +154,14 @@ func TestUnitFilesVerify(t *testing.T) {
 			if !strings.Contains(s, want) {
 				t.Errorf("%s lacks %s", u, want)
 			}
+		}
+		if u == "stowage-shared.service" {
+			for _, want := range []string{"Type=notify", "RequiresMountsFor=/var/lib/stowage-shared", "--socket stowage-shared", "--backends sshfs", "KillMode=process"} {
+				if !strings.Contains(s, want) {
+					t.Errorf("%s lacks %s", u, want)
+				}
+			}
+			s = strings.ReplaceAll(s, "/usr/local/bin/stowage", daemon.Bin(t))
 		}
 		if u == "stowage.service" {
 			// KillMode=process: a stop or restart must not kill the sshfs
@@ -170,7 +178,8 @@ func TestUnitFilesVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out, err := exec.Command("systemd-analyze", "verify", "--man=no", filepath.Join(dir, "stowage.socket"), filepath.Join(dir, "stowage.service")).CombinedOutput()
+	out, err := exec.Command("systemd-analyze", "verify", "--man=no", filepath.Join(dir, "stowage.socket"), filepath.Join(dir, "stowage.service"),
+		filepath.Join(dir, "stowage-shared.socket"), filepath.Join(dir, "stowage-shared.service")).CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}

@@ -2,6 +2,7 @@ package sshfs
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -423,5 +424,36 @@ func TestRealIPv6Server(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(srv.Data, "v6", "f")); string(b) != "six" {
 		t.Fatalf("on the server: %q", b)
+	}
+}
+
+// What ssh and sshfs say becomes an error the user can act on: a key the
+// server does not accept, a remote directory that does not exist.
+func TestRealMountErrorsSayWhatToDo(t *testing.T) {
+	f := newReal(t)
+	stranger := filepath.Join(f.srv.KeysDir, "stranger")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", stranger).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	f.create(t, "nokey", "nokey", "identity", "stranger")
+	_, err := f.drv.Mount(&volume.MountRequest{Name: "nokey", ID: id1})
+	if err == nil || !strings.Contains(err.Error(), "refused the key stranger for user root") {
+		t.Errorf("Mount with an unauthorized key = %v", err)
+	}
+	opts := map[string]string{"backend": ID, "remote": "root@127.0.0.1:" + filepath.Join(f.srv.Data, "absent"), "port": strconv.Itoa(f.srv.Port), "identity": f.srv.ClientKeyName}
+	if err := f.drv.Create(&volume.CreateRequest{Name: "nodir", Options: opts}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.drv.Mount(&volume.MountRequest{Name: "nodir", ID: id1})
+	if err == nil || !strings.Contains(err.Error(), "does not exist on 127.0.0.1") || !strings.Contains(err.Error(), "never creates") {
+		t.Errorf("Mount of a missing remote directory = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(f.srv.Data, "absent")); !os.IsNotExist(err) {
+		t.Errorf("stowage created the remote directory: %v", err)
+	}
+	for _, n := range []string{"nokey", "nodir"} {
+		if mounted(t, f.b.path(n)) {
+			t.Errorf("%s is mounted after a failed Mount", n)
+		}
 	}
 }

@@ -335,7 +335,9 @@ func (s *SSHFS) Activate(ctx context.Context, vol *backend.Volume) error {
 			log.Info("sshfs already serves the mount point; adopting it")
 			return nil
 		}
-		if !errors.Is(err, unix.ENOTCONN) {
+		// A FUSE mount whose server process is gone answers ENOTCONN,
+		// or ECONNABORTED while the kernel is still tearing it down.
+		if !errors.Is(err, unix.ENOTCONN) && !errors.Is(err, unix.ECONNABORTED) {
 			return fmt.Errorf("its sshfs mount at %s does not answer (%v): the server %s may be down; try again when it is back", p, err, s.hostPort(vol))
 		}
 		// Its sshfs process is gone: only the kernel's half remains.
