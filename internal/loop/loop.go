@@ -42,8 +42,22 @@ func Find(file string) (string, error) {
 		}
 		dev := "/dev/" + name
 		fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) {
+			// A container's own /dev (a managed plugin after a restart)
+			// lacks nodes for devices attached before: make one, or an
+			// image still mounted by running containers would look free
+			// and be attached a second time.
+			if n, aerr := strconv.Atoi(strings.TrimPrefix(name, "loop")); aerr == nil {
+				if err = ensureNode(dev, n); err == nil {
+					fd, err = unix.Open(dev, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+				}
+			}
+		}
+		if errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ENODEV) {
+			continue // detached meanwhile
+		}
 		if err != nil {
-			continue
+			return "", fmt.Errorf("checking attached loop device %s: %w", dev, err)
 		}
 		info, err := unix.IoctlLoopGetStatus64(fd)
 		unix.Close(fd)
@@ -168,8 +182,17 @@ func ensureNode(dev string, n int) error {
 	if _, err := os.Stat(dev); err == nil {
 		return nil
 	}
-	// No devtmpfs node (a minimal container): make one; loop's major is 7.
-	if err := unix.Mknod(dev, unix.S_IFBLK|0o660, int(unix.Mkdev(7, uint32(n)))); err != nil && !errors.Is(err, unix.EEXIST) {
+	// No devtmpfs node (a container's own /dev): make one with the number
+	// the kernel gave the device (loop's minor is not n when max_part is
+	// set).
+	num := unix.Mkdev(7, uint32(n))
+	if b, err := os.ReadFile(filepath.Join("/sys/block", "loop"+strconv.Itoa(n), "dev")); err == nil {
+		var maj, min uint32
+		if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "%d:%d", &maj, &min); err == nil {
+			num = unix.Mkdev(maj, min)
+		}
+	}
+	if err := unix.Mknod(dev, unix.S_IFBLK|0o660, int(num)); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("creating device node %s: %w", dev, err)
 	}
 	return nil
