@@ -109,7 +109,12 @@ func Attach(file string) (*Device, error) {
 		return nil, fmt.Errorf("opening image %s: %w", file, err)
 	}
 	defer f.Close()
-	ctl, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	ctl, err := unix.Open(controlPath, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		if err = ensureControl(); err == nil {
+			ctl, err = unix.Open(controlPath, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening /dev/loop-control (is the loop module loaded?): %w", err)
 	}
@@ -166,7 +171,7 @@ func Attach(file string) (*Device, error) {
 func Detach(dev string) error {
 	fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.EBUSY) {
-		return fmt.Errorf("%s is in use (a filesystem on it is mounted, perhaps outside stowage's directories)", dev)
+		return fmt.Errorf("%s is in use (a filesystem on it is mounted, perhaps outside stowage's directories): %w", dev, err)
 	}
 	if err != nil {
 		return err
@@ -174,6 +179,25 @@ func Detach(dev string) error {
 	defer unix.Close(fd)
 	if err := unix.IoctlSetInt(fd, unix.LOOP_CLR_FD, 0); err != nil && !errors.Is(err, unix.ENXIO) {
 		return fmt.Errorf("detaching %s: %w", dev, err)
+	}
+	return nil
+}
+
+const controlPath = "/dev/loop-control"
+
+// ensureControl makes /dev/loop-control where a container's own /dev lacks
+// it (a managed plugin: Docker puts only its default nodes there), with the
+// number sysfs gives (misc 10:237 on every kernel so far).
+func ensureControl() error {
+	num := unix.Mkdev(10, 237)
+	if b, err := os.ReadFile("/sys/class/misc/loop-control/dev"); err == nil {
+		var maj, min uint32
+		if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "%d:%d", &maj, &min); err == nil {
+			num = unix.Mkdev(maj, min)
+		}
+	}
+	if err := unix.Mknod(controlPath, unix.S_IFCHR|0o600, int(num)); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("creating %s: %w", controlPath, err)
 	}
 	return nil
 }

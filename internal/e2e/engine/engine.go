@@ -34,6 +34,11 @@ import (
 type Options struct {
 	LiveRestore bool   // start dockerd with --live-restore
 	Name        string // optional short label used in paths/namespaces; default random
+	// OwnMountNS starts dockerd in a mount namespace of its own (a private
+	// copy of the host's), so a test can give it host paths of its own (a
+	// "fresh host") with nsenter. Its mounts are then not in the host's
+	// mount table: look through /proc/PID/root and /proc/PID/mountinfo.
+	OwnMountNS bool
 }
 
 // Engine is one private dockerd. Its zero value is not usable: call Start.
@@ -253,6 +258,9 @@ func (e *Engine) startErr() error {
 	}
 	if e.opts.LiveRestore {
 		args = append(args, "--live-restore")
+	}
+	if e.opts.OwnMountNS {
+		args = append([]string{"--mount", "--propagation", "private"}, args...)
 	}
 	fmt.Fprintf(logf, "=== %s: unshare %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
 	cmd := exec.Command("unshare", args...)
