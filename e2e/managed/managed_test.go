@@ -180,8 +180,12 @@ func (x *env) pluginSocket(id string) string {
 // user on that engine's host would, with DOCKER_HOST set.
 func (x *env) inEngine(argv ...string) (string, error) {
 	pid := strconv.Itoa(x.enginePid())
-	cmd := exec.Command("nsenter", append([]string{"--mount=/proc/" + pid + "/ns/mnt", "--net=/proc/" + pid + "/ns/net", "--wd=" + x.root, "--"}, argv...)...)
-	cmd.Dir = x.root
+	// make runs from the repository, as the README assumes: -C, since a
+	// working directory opened before nsenter's setns is unreachable after.
+	if argv[0] == "make" {
+		argv = append([]string{"make", "-C", x.root, "--no-print-directory"}, argv[1:]...)
+	}
+	cmd := exec.Command("nsenter", append([]string{"--mount=/proc/" + pid + "/ns/mnt", "--net=/proc/" + pid + "/ns/net", "--"}, argv...)...)
 	cmd.Env = x.environ()
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -321,7 +325,9 @@ func TestReadmeInstallOnFreshHost(t *testing.T) {
 	run := func(argv []string) string {
 		t.Helper()
 		argv = subst(argv, "REGISTRY/stowage:TAG", plug)
+		start := time.Now()
 		out, err := x.inEngine(argv...)
+		t.Logf("README %q: %v", strings.Join(argv, " "), time.Since(start).Round(time.Millisecond))
 		if err != nil {
 			t.Fatalf("README line %q: %v\n%s\nregistry log:\n%s\ndockerd log:\n%s", strings.Join(argv, " "), err, out, rlog, x.e.LogTail(30))
 		}
@@ -463,7 +469,7 @@ func TestReadmeInstallOnFreshHost(t *testing.T) {
 	// A data directory that cannot be made: make enable names the fix.
 	x.docker("plugin", "disable", "stowage:latest")
 	x.docker("plugin", "set", "stowage:latest", "data.source=/etc/hostname/stowage")
-	out, err := x.inEngine("make", "--no-print-directory", "enable")
+	out, err := x.inEngine("make", "enable")
 	if err == nil || !strings.Contains(out, "mkdir -p -m 0700 /etc/hostname/stowage") || !strings.Contains(out, "docker plugin set stowage:latest data.source=") {
 		t.Fatalf("make enable with an impossible data.source: err %v, output:\n%s\nwant the fix named", err, out)
 	}
