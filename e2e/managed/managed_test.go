@@ -648,6 +648,12 @@ func TestManagedPluginLifecycle(t *testing.T) {
 	}
 	for _, h := range holders {
 		waitFor(t, h.vol+"'s Unmount", 30*time.Second, func() bool { return x.volInspect(h.vol).Status["mounts"] == float64(0) })
+	}
+	// The tmpfs mounts again once its old holder is gone: fresh and empty.
+	if out := x.docker("run", "--rm", "--network", "none", "-v", tmp+":/v", x.e.Image(), "ls", "-A", "/v"); out != "" {
+		t.Errorf("the tmpfs after its holders stopped holds %q, want a fresh empty one", out)
+	}
+	for _, h := range holders {
 		x.docker("volume", "rm", h.vol)
 	}
 	for _, p := range []string{"dir/mv", "image/" + img, "tmpfs/" + tmp} {

@@ -141,7 +141,7 @@ func (t *Tmpfs) Inventory(_ context.Context, known []*backend.Volume) (backend.I
 	}
 	for _, v := range known {
 		if n := v.ActiveMounts(); n > 0 && !snap.IsMountPoint(t.path(v.Name)) {
-			inv.Problems = append(inv.Problems, fmt.Sprintf("volume %q: its ledger holds %d mount(s) but its tmpfs is not mounted: the data it held is gone, and containers still using it write to a plain directory; restart them", v.Name, n))
+			inv.Problems = append(inv.Problems, fmt.Sprintf("volume %q: its ledger holds %d mount(s) but its tmpfs is not mounted here: after a reboot its data is gone; after a managed plugin restart the running containers keep their tmpfs until they stop, and new mounts are refused until then", v.Name, n))
 		}
 	}
 	return inv, nil
