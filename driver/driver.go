@@ -248,29 +248,83 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 	// keep the request's own options to recognise a retry.
 	requested := maps.Clone(opts)
 	vol := &store.Volume{Name: name, Backend: id, Options: opts, CreatedAt: d.cfg.Now().UTC().Truncate(time.Second)}
+	// Refuse a place Create would refuse before the intent, so that what
+	// recovery may undo after a crash is only ever this Create's own work.
+	undo, err := occupancy(inst, vol)
+	if err != nil {
+		return volErr(name, "%v", err)
+	}
+	if err := d.cfg.Store.BeginCreate(vol, undo, d.cfg.Now().UTC()); err != nil {
+		return volErr(name, "recording the intent to create it failed: %v; nothing was created", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), createTimeout)
 	defer cancel()
+	var err2 error
 	if cloner != nil {
 		start := time.Now()
-		if err := cloner.Clone(ctx, src, vol, opts); err != nil {
-			return volErr(name, "copying volume %q failed: %v; nothing was created", from, err)
+		if err2 = cloner.Clone(ctx, src, vol, opts); err2 != nil {
+			err2 = volErr(name, "copying volume %q failed: %v; nothing was created", from, err2)
+		} else {
+			d.log.WithFields(logrus.Fields{"op": "Create", "volume": name, "from": from, "duration": time.Since(start)}).Info("volume cloned")
 		}
-		d.log.WithFields(logrus.Fields{"op": "Create", "volume": name, "from": from, "duration": time.Since(start)}).Info("volume cloned")
-	} else if err := inst.Create(ctx, vol, opts); err != nil {
-		return volErr(name, "%v", err)
+	} else if err2 = inst.Create(ctx, vol, opts); err2 != nil {
+		err2 = volErr(name, "%v", err2)
+	}
+	if err2 != nil {
+		// The backend undid its own work; a crash before this commit
+		// leaves the intent, and recovery undoes the same (idempotently).
+		d.endIntent("Create", name)
+		return err2
 	}
 	if !equalOptions(requested, vol.Options) {
 		vol.Requested = requested
 	}
-	if err := d.cfg.Store.Create(vol); err != nil {
-		// Storage exists but no record: undo it, or say where it is.
-		if rerr := inst.Remove(ctx, vol); rerr != nil {
-			d.log.WithFields(logrus.Fields{"op": "Create", "volume": name, "error": rerr}).Error("rollback failed; its storage is kept and reconcile will report it")
+	if err := d.cfg.Store.FinishCreate(vol); err != nil {
+		// Storage exists but no record: undo it, or leave the intent for
+		// recovery to undo at the next start.
+		if rerr := d.undoCreate(ctx, inst, vol); rerr != nil {
+			d.log.WithFields(logrus.Fields{"op": "Create", "volume": name, "error": rerr}).Error("rollback failed; its storage is kept and the next start retries the rollback")
 			return volErr(name, "recording it failed (%v) and removing its new storage failed too (%v); nothing is recorded", err, rerr)
 		}
+		d.endIntent("Create", name)
 		return volErr(name, "recording it failed: %v; nothing was created", err)
 	}
 	return nil
+}
+
+// occupancy asks the backend whether vol's place is free (undo: recovery
+// may remove what a cut Create leaves there), or holds something Create
+// must refuse (err).
+func occupancy(inst backend.Instance, vol *store.Volume) (undo bool, err error) {
+	occ, ok := inst.Backend.(backend.Occupier)
+	if !ok {
+		return false, nil
+	}
+	switch err := occ.Occupied(vol); {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, backend.ErrCannotTell):
+		return false, nil
+	default:
+		return false, err
+	}
+}
+
+// undoCreate takes down and removes what a Create made.
+func (d *Driver) undoCreate(ctx context.Context, inst backend.Instance, vol *store.Volume) error {
+	if err := inst.Deactivate(ctx, vol); err != nil {
+		return err
+	}
+	return inst.Remove(ctx, vol)
+}
+
+// endIntent drops an intent whose operation ended without changing the
+// record. If that commit fails the intent stays and the next start resolves
+// it the same way, so a warning is all it needs.
+func (d *Driver) endIntent(op, name string) {
+	if err := d.cfg.Store.EndIntent(name); err != nil {
+		d.log.WithFields(logrus.Fields{"op": op, "volume": name, "error": err}).Warn("ending the operation's intent failed; the next start resolves it")
+	}
 }
 
 // Remove deletes a volume that no mount holds: its storage first, then the
@@ -286,6 +340,25 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), otherTimeout)
 	defer cancel()
+	// From here the user asked for a removal and has not been told no: if
+	// a crash cuts it, the next start finishes it.
+	if err := d.cfg.Store.BeginRemove(vol.Name, d.cfg.Now().UTC()); err != nil {
+		return volErr(vol.Name, "recording the intent to remove it failed: %v; the volume is kept", err)
+	}
+	if err := d.removeStorage(ctx, inst, vol); err != nil {
+		if eerr := d.cfg.Store.EndIntent(vol.Name); eerr != nil {
+			return fmt.Errorf("%w; recording that it is kept failed too (%v), so the next start will try the removal again", err, eerr)
+		}
+		return err
+	}
+	if err := d.cfg.Store.FinishRemove(vol.Name); err != nil {
+		return volErr(vol.Name, "its data was removed but deleting its record failed: %v; remove it again (the next start finishes it too)", err)
+	}
+	return nil
+}
+
+// removeStorage brings a volume's storage down and removes it.
+func (d *Driver) removeStorage(ctx context.Context, inst backend.Instance, vol *store.Volume) error {
 	// The ledger is empty, so no container holds the storage; it may still
 	// be up if stowage died between bringing it up and recording a Mount,
 	// or between recording the last Unmount and bringing it down. Bring it
@@ -295,9 +368,6 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	}
 	if err := inst.Remove(ctx, vol); err != nil {
 		return volErr(vol.Name, "removing its data failed: %v; the volume is kept", err)
-	}
-	if err := d.cfg.Store.Delete(vol.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return volErr(vol.Name, "its data was removed but deleting its record failed: %v; remove it again", err)
 	}
 	return nil
 }
@@ -702,6 +772,11 @@ func (d *Driver) Resize(req *ResizeRequest) (*ResizeResponse, error) {
 		return nil, volErr(vol.Name, "resize failed: %v", err)
 	}
 	if _, err := d.cfg.Store.Update(vol.Name, func(v *store.Volume) error {
+		// A retried Create with the original options must still be
+		// recognised as the same volume.
+		if v.Requested == nil && !equalOptions(v.Options, opts) {
+			v.Requested = maps.Clone(v.Options)
+		}
 		v.Options = opts
 		return nil
 	}); err != nil {

@@ -32,6 +32,9 @@ const (
 	FindDisabledBackend = "disabled-backend"
 	// FindProblem: anything else a backend reports.
 	FindProblem = "problem"
+	// FindUnfinished: an operation a crash cut that recovery could not
+	// resolve (it is retried at each start).
+	FindUnfinished = "unfinished"
 )
 
 // Report is the outcome of one reconcile.
@@ -66,6 +69,14 @@ func (d *Driver) Reconcile(ctx context.Context) (Report, error) {
 					Detail: fmt.Sprintf("mount counted %d time(s) since %s, before the last reboot; Docker will never unmount it: release it with 'stowage release %s'", m.Count, m.Since.Format(time.RFC3339), v.Name)})
 			}
 		}
+	}
+	intents, err := d.cfg.Store.Intents()
+	if err != nil {
+		return Report{}, fmt.Errorf("reading open intents: %w", err)
+	}
+	for _, in := range intents {
+		rep.Findings = append(rep.Findings, Finding{Kind: FindUnfinished, Volume: in.Volume.Name, Backend: in.Volume.Backend,
+			Detail: fmt.Sprintf("a %s cut by a crash at %s could not be finished or undone at start (see the log); it is retried at the next start", in.Op, in.At.Format(time.RFC3339))})
 	}
 	for _, id := range enabledIDs(d.cfg.Backends) {
 		inv, err := d.cfg.Backends[id].Inventory(ctx, byBackend[id])
@@ -102,8 +113,16 @@ func (d *Driver) Reconcile(ctx context.Context) (Report, error) {
 	return rep, nil
 }
 
-// liveView is vol without the ledger entries of earlier boots.
+// liveView is vol without the ledger entries of earlier boots; vol itself
+// when it has none, so reconcile does not hold every record twice.
 func (d *Driver) liveView(vol *store.Volume) *store.Volume {
+	stale := false
+	for _, m := range vol.Mounts {
+		stale = stale || m.Boot != d.cfg.BootID
+	}
+	if !stale {
+		return vol
+	}
 	c := vol.Clone()
 	for id, m := range c.Mounts {
 		if m.Boot != d.cfg.BootID {

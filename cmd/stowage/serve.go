@@ -134,6 +134,11 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Finish or undo what a crash cut before anything is served or
+	// reported: Docker must never see a half-made or half-removed volume.
+	if _, err := drv.Recover(context.Background()); err != nil {
+		return err
+	}
 	if _, err := drv.Reconcile(context.Background()); err != nil {
 		return err
 	}
@@ -178,6 +183,11 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	}
 	log.WithFields(logrus.Fields{"socket": sock, "activated": activated, "root": root, "version": version, "ready_in": time.Since(start)}).Info("stowage is serving")
 
+	stopRecovery, recoveryDone := make(chan struct{}), make(chan struct{})
+	go func() { drv.RecoverEvery(recoveryInterval, stopRecovery); close(recoveryDone) }()
+	// Before the state closes (deferred above): no pass may outlive it.
+	defer func() { close(stopRecovery); <-recoveryDone }()
+
 	var serveErr error
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
@@ -211,6 +221,10 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	log.Info("stowage stopped")
 	return nil
 }
+
+// recoveryInterval is how often the daemon retries what start-up recovery
+// could not resolve; a pass that finds nothing costs a scan of the state.
+const recoveryInterval = 5 * time.Minute
 
 // refuseLostState stops a start that would create a new, empty state file
 // in a root that already holds volumes' data: the state file was lost or

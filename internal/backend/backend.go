@@ -6,6 +6,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -103,6 +104,30 @@ var (
 	OptFrom        = Option{Name: KeyFrom, Type: TypeName, Help: "create the volume as a copy of this volume (same backend)"}
 	OptFromMounted = Option{Name: KeyFromMounted, Type: TypeBool, Default: "false", Help: "allow copying a volume that containers have mounted (the copy may be inconsistent)"}
 )
+
+// Occupier is implemented by backends that can tell, before Create touches
+// anything, whether a volume's place already holds something Create would
+// refuse (a non-empty leftover, a mount). It is also the backend's promise
+// that, once Occupied said the place was free, whatever is there after a
+// crash cut the Create was made by that Create (or is an empty leftover it
+// adopted): start-up recovery may then undo it with Deactivate and Remove.
+// Without it recovery only forgets the cut Create and reports its storage.
+// A decorator whose inner backend lacks it answers ErrCannotTell.
+type Occupier interface {
+	Occupied(vol *Volume) error
+}
+
+// ErrCannotTell is Occupied's answer from a backend that cannot tell its
+// own half-made storage from anything else.
+var ErrCannotTell = errors.New("this backend cannot tell its own storage from leftovers")
+
+// Prober is implemented by backends whose storage is brought up (mounted)
+// on first use: Up says, cheaply, whether it is up now. Recovery brings down
+// storage that is up while no live mount holds it (a crash cut a Mount or
+// an Unmount).
+type Prober interface {
+	Up(vol *Volume) bool
+}
 
 // Statuser is implemented by backends that add facts to Get's Status.
 type Statuser interface {

@@ -19,7 +19,8 @@ import (
 
 // SchemaVersion is the layout of the state file this build reads and writes.
 // Bump it, and teach Open to migrate, whenever a record changes incompatibly.
-const SchemaVersion = 1
+// Version 2 added the intents bucket; Open migrates a version 1 file.
+const SchemaVersion = 2
 
 // FileName is the state file's name under the daemon's root.
 const FileName = "stowage.db"
@@ -27,6 +28,7 @@ const FileName = "stowage.db"
 var (
 	bucketMeta    = []byte("meta")
 	bucketVolumes = []byte("volumes")
+	bucketIntents = []byte("intents")
 	keySchema     = []byte("schema")
 )
 
@@ -187,7 +189,7 @@ func (s *Store) checkSchema(readOnly bool) error {
 			case bytes.Equal(name, bucketMeta):
 				found = true
 				version = append([]byte(nil), b.Get(keySchema)...)
-			case bytes.Equal(name, bucketVolumes):
+			case bytes.Equal(name, bucketVolumes), bytes.Equal(name, bucketIntents):
 			default:
 				other = append(other, string(name))
 			}
@@ -215,8 +217,24 @@ func (s *Store) checkSchema(readOnly bool) error {
 			if err := m.Put(keySchema, []byte(fmt.Sprint(SchemaVersion))); err != nil {
 				return err
 			}
-			_, err = tx.CreateBucket(bucketVolumes)
+			if _, err = tx.CreateBucket(bucketVolumes); err != nil {
+				return err
+			}
+			_, err = tx.CreateBucket(bucketIntents)
 			return err
+		})
+	}
+	if string(version) == "1" {
+		// Version 1 is version 2 without intents: nothing to convert. A
+		// read-only look (doctor, ls) reads it as it is.
+		if readOnly {
+			return nil
+		}
+		return s.db.Update(func(tx *bolt.Tx) error {
+			if _, err := tx.CreateBucketIfNotExists(bucketIntents); err != nil {
+				return err
+			}
+			return tx.Bucket(bucketMeta).Put(keySchema, []byte(fmt.Sprint(SchemaVersion)))
 		})
 	}
 	if string(version) != fmt.Sprint(SchemaVersion) {
@@ -236,8 +254,20 @@ func (s *Store) checkIntegrity() error {
 		if b == nil {
 			return fmt.Errorf("state file %s has no volumes bucket; stowage will not start over it", s.path)
 		}
-		return b.ForEach(func(k, v []byte) error {
+		if err := b.ForEach(func(k, v []byte) error {
 			if _, err := decode(k, v); err != nil {
+				return fmt.Errorf("state file %s: %w; stowage will not start over it", s.path, err)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		ib := tx.Bucket(bucketIntents)
+		if ib == nil {
+			return nil // a version 1 file opened read-only
+		}
+		return ib.ForEach(func(k, v []byte) error {
+			if _, err := decodeIntent(k, v); err != nil {
 				return fmt.Errorf("state file %s: %w; stowage will not start over it", s.path, err)
 			}
 			return nil

@@ -20,12 +20,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +39,7 @@ import (
 	"github.com/stowage/stowage/internal/backend"
 	"github.com/stowage/stowage/internal/client"
 	"github.com/stowage/stowage/internal/e2e/daemon"
+	"github.com/stowage/stowage/internal/loop"
 	"github.com/stowage/stowage/internal/mounttable"
 	"github.com/stowage/stowage/internal/store"
 )
@@ -71,20 +72,20 @@ type Stats struct {
 	Kills      int64
 	Invariants int64 // individual invariant checks evaluated
 	Violations int64
-	Leftovers  int64 // unrecorded empty directories from in-doubt creates, reported by reconcile
-	HalfRemove int64 // in-doubt removes found with the record kept and the data (partly) gone
-	// LeftoverRefused counts tmpfs Creates refused over an empty leftover
-	// of an in-doubt Create (dir adopts those; tmpfs asks the operator).
-	LeftoverRefused int64
-	// Orphans counts tmpfs volumes found mounted with an empty ledger after
-	// a kill cut a Mount or Unmount.
-	Orphans int64
+	// Undone counts in-doubt Creates that left storage without a record
+	// at the kill, which start-up recovery removed.
+	Undone int64
+	// Finished counts in-doubt Removes that recovery finished.
+	Finished int64
+	// Downed counts volumes found mounted with an empty ledger at the kill
+	// (a cut Mount or Unmount), which recovery brought down.
+	Downed  int64
 	Elapsed time.Duration
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("seed=%d elapsed=%s kills=%d ops=%d ok=%d refused=%d in_doubt=%d invariants=%d violations=%d leftovers=%d half_removes=%d tmpfs_leftovers_refused=%d tmpfs_orphans=%d",
-		s.Seed, s.Elapsed.Round(time.Second), s.Kills, s.Ops, s.OK, s.Refused, s.InDoubt, s.Invariants, s.Violations, s.Leftovers, s.HalfRemove, s.LeftoverRefused, s.Orphans)
+	return fmt.Sprintf("seed=%d elapsed=%s kills=%d ops=%d ok=%d refused=%d in_doubt=%d invariants=%d violations=%d creates_undone=%d removes_finished=%d mounts_downed=%d",
+		s.Seed, s.Elapsed.Round(time.Second), s.Kills, s.Ops, s.OK, s.Refused, s.InDoubt, s.Invariants, s.Violations, s.Undone, s.Finished, s.Downed)
 }
 
 type tri int
@@ -120,13 +121,15 @@ type vol struct {
 	choice  int // option set it was created with (index into optionChoices)
 	mounts  map[string]int
 	markers map[string][]byte // file name → content, written while mounted
-	backend string            // dir, or tmpfs (its data goes with its last unmount)
-	// orphan: a tmpfs left mounted with an empty ledger by a kill between
-	// mounting and recording (or recording the last unmount and unmounting).
-	// No container holds it; the next Remove or mount cycle clears it.
-	orphan bool
-	doubt  *doubt
-	ids    []string // this volume's pool of mount IDs (repeats happen)
+	// backend: dir; tmpfs (its data goes with its last unmount); image (a
+	// loop-mounted filesystem, its data readable only while mounted).
+	backend string
+	// undo: an in-doubt Create left storage without a record at the kill;
+	// recovery must remove it. down: storage was up with an empty ledger
+	// at the kill; recovery must bring it down.
+	undo, down bool
+	doubt      *doubt
+	ids        []string // this volume's pool of mount IDs (repeats happen)
 }
 
 func (v *vol) total() int {
@@ -178,12 +181,29 @@ var optionChoices = map[string][]map[string]string{
 		{"backend": "tmpfs", "size": "4M"},
 		{"backend": "tmpfs", "mode": "0700", "uid": "1000"},
 	},
+	"image": {
+		{"backend": "image", "size": "16M"},
+		{"backend": "image", "size": "16M", "uid": "1000", "mode": "0750"},
+		{"backend": "image", "size": "300M", "fs": "xfs"},
+	},
 }
 
 func (v *vol) choices() []map[string]string { return optionChoices[v.backend] }
 
-// path is the volume's mountpoint (and data directory) under root.
-func (v *vol) path(root string) string { return filepath.Join(root, v.backend, v.name) }
+// place is the volume's own entry under root/BACKEND: it exists exactly
+// while the volume does.
+func (v *vol) place(root string) string { return filepath.Join(root, v.backend, v.name) }
+
+// path is the volume's mountpoint.
+func (v *vol) path(root string) string {
+	if v.backend == "image" {
+		return filepath.Join(v.place(root), "mnt")
+	}
+	return v.place(root)
+}
+
+// readable says whether markers can be read at the mountpoint now.
+func (v *vol) readable() bool { return v.backend == "dir" || v.total() > 0 }
 
 // Run storms a fresh daemon and returns the figures. Violations are
 // reported with t.Errorf (the first 20) as they are found.
@@ -207,8 +227,11 @@ func Run(t testing.TB, cfg Config) Stats {
 	prefix := fmt.Sprintf("st%x", rng.Uint32())
 	for i := 0; i < cfg.Names; i++ {
 		v := &vol{name: fmt.Sprintf("%s-%02d", prefix, i), mounts: map[string]int{}, markers: map[string][]byte{}, backend: "dir"}
-		if i%3 == 2 {
+		switch i % 6 {
+		case 2, 4:
 			v.backend = "tmpfs"
+		case 5:
+			v.backend = "image"
 		}
 		for j := 0; j < 3; j++ {
 			b := make([]byte, 32)
@@ -217,11 +240,11 @@ func Run(t testing.TB, cfg Config) Stats {
 		}
 		h.vols = append(h.vols, v)
 	}
-	h.d = daemon.Start(t, daemon.Options{Args: []string{"--log-level", cfg.LogLevel, "--backends", "dir,tmpfs"}})
+	h.d = daemon.Start(t, daemon.Options{Args: []string{"--log-level", cfg.LogLevel, "--backends", "dir,tmpfs,image"}})
 	h.cli.Store(h.d.Client())
 	t.Cleanup(func() {
-		// A kill can leave tmpfs volumes mounted: stop, then unmount them
-		// before the fixture removes the root.
+		// A kill can leave volumes mounted: stop, then unmount them before
+		// the fixture removes the root.
 		h.d.Stop(t)
 		mts, _ := mounttable.Under(h.d.Root)
 		for i := len(mts) - 1; i >= 0; i-- {
@@ -383,13 +406,6 @@ func (h *Harness) op(rng *rand.Rand, v *vol) {
 			h.refused(err, v, opCreate, "unknown option")
 		case v.exists == yes && v.choice != choice:
 			h.refused(err, v, opCreate, "already exists")
-		case err != nil && v.backend == "tmpfs" && strings.Contains(err.Error(), "already exists but no volume records it") && isEmptyDir(mp):
-			// tmpfs refuses an empty leftover of an in-doubt Create where dir
-			// adopts it (reported); do what the error tells the operator.
-			atomic.AddInt64(&h.stats.LeftoverRefused, 1)
-			if rerr := os.Remove(mp); rerr != nil {
-				h.violate("volume %s: removing its empty leftover as the error says: %v", v.name, rerr)
-			}
 		default:
 			if h.check(err == nil, "volume %s: Create failed: %v", v.name, err) {
 				h.ok()
@@ -410,9 +426,9 @@ func (h *Harness) op(rng *rand.Rand, v *vol) {
 		default:
 			if h.check(err == nil, "volume %s: Remove failed: %v", v.name, err) {
 				h.ok()
-				v.exists, v.orphan = no, false
+				v.exists = no
 				v.markers = map[string][]byte{}
-				h.check(!exists(mp), "volume %s: Remove answered success but %s is still there", v.name, mp)
+				h.check(!exists(v.place(h.d.Root)), "volume %s: Remove answered success but %s is still there", v.name, v.place(h.d.Root))
 			}
 		}
 	case p < 56: // Mount, then write a marker like a container would
@@ -432,10 +448,12 @@ func (h *Harness) op(rng *rand.Rand, v *vol) {
 		}
 		h.ok()
 		v.mounts[id]++
-		v.orphan = false
 		if !h.check(resp.Mountpoint == mp, "volume %s: Mount returned %q, want %q", v.name, resp.Mountpoint, mp) {
 			return
 		}
+		// What earlier mounts wrote is there again (an image keeps it
+		// across unmounts; a tmpfs model forgets it at the last one).
+		h.markersIntact(v, mp, true)
 		name := fmt.Sprintf("marker-%d", h.seq.Add(1))
 		data := []byte(fmt.Sprintf("%s %s %d\n", v.name, id, rng.Int63()))
 		if err := writeSync(filepath.Join(mp, name), data); err != nil {
@@ -464,7 +482,6 @@ func (h *Harness) op(rng *rand.Rand, v *vol) {
 					delete(v.mounts, id)
 				}
 				if v.total() == 0 {
-					v.orphan = false
 					if v.backend == "tmpfs" {
 						v.markers = map[string][]byte{} // discarded with the tmpfs, by design
 					}
@@ -534,7 +551,8 @@ func exists(p string) bool {
 }
 
 // verifyDown runs while the daemon is dead: it reads the state file itself
-// and resolves every doubt against it.
+// and resolves every doubt it can against it. What is on disk is checked
+// after the restart, once recovery has finished or undone what the kill cut.
 func (h *Harness) verifyDown() {
 	st, err := store.Open(filepath.Join(h.d.Root, store.FileName), store.Options{ReadOnly: true, LockTimeout: 10 * time.Second})
 	if !h.check(err == nil, "after kill %d the state file does not open: %v", h.stats.Kills, err) {
@@ -550,98 +568,67 @@ func (h *Harness) verifyDown() {
 		byName[r.Name] = r
 	}
 	bootID, _ := driver.ReadBootID(driver.DefaultBootIDFile)
-	onDisk := map[string]bool{} // backend/name
-	for b := range optionChoices {
-		if entries, err := os.ReadDir(filepath.Join(h.d.Root, b)); err == nil {
-			for _, e := range entries {
-				onDisk[b+"/"+e.Name()] = true
-			}
-		}
-	}
 	known := map[string]bool{}
 	for _, v := range h.vols {
 		known[v.backend+"/"+v.name] = true
-		h.resolve(v, byName[v.name], onDisk[v.backend+"/"+v.name], v.path(h.d.Root), bootID)
+		h.resolve(v, byName[v.name], bootID)
 	}
 	for name, r := range byName {
 		h.check(known[r.Backend+"/"+name], "the state holds volume %q (%s) that the harness never created", name, r.Backend)
 	}
-	for name := range onDisk {
-		h.check(known[name], "data directory %q exists that the harness never created", name)
+	// Storage up with no live mount in the ledger (a kill cut a Mount or an
+	// Unmount, or a Create or Remove mid-way): recovery must bring it down.
+	mounted := h.mountedUnder()
+	for _, v := range h.vols {
+		if mounted[v.path(h.d.Root)] && (v.exists != yes || v.total() == 0) {
+			v.down = true
+		}
 	}
-	// The mount table holds exactly what the ledgers imply: a tmpfs for each
-	// tmpfs volume with live mounts, nothing for dir volumes, and an
-	// orphaned tmpfs only where a kill cut a Mount or Unmount.
+}
+
+// mountedUnder is the set of mount points below the daemon's root.
+func (h *Harness) mountedUnder() map[string]bool {
 	mts, err := mounttable.Under(h.d.Root)
 	h.check(err == nil, "reading the mount table: %v", err)
 	mounted := map[string]bool{}
 	for _, m := range mts {
 		mounted[m] = true
 	}
-	for _, v := range h.vols {
-		p := v.path(h.d.Root)
-		live := v.exists == yes && v.total() > 0
-		switch {
-		case v.backend == "dir":
-			h.check(!mounted[p], "volume %s: something is mounted on a dir volume", v.name)
-		case live:
-			h.check(mounted[p], "volume %s: its ledger holds %d mounts but its tmpfs is not mounted", v.name, v.total())
-		default:
-			h.check(!mounted[p] || v.orphan, "volume %s: a tmpfs is mounted that the ledger does not imply", v.name)
-		}
-		v.orphan = mounted[p] && !live
-		if v.orphan {
-			atomic.AddInt64(&h.stats.Orphans, 1)
-		}
-		delete(mounted, p)
-	}
-	for m := range mounted {
-		h.violate("a mount below the root that no volume explains: %s", m)
-	}
+	return mounted
 }
 
-func (h *Harness) resolve(v *vol, rec *store.Volume, dirThere bool, path, bootID string) {
+// resolve settles v's in-doubt operation against its record (rec, nil if
+// none) and checks the record against the model. A Remove cut after its
+// intent is settled only after the restart, by asking the daemon.
+func (h *Harness) resolve(v *vol, rec *store.Volume, bootID string) {
 	d := v.doubt
 	v.doubt = nil
 	found := rec != nil
-	if d != nil && (d.kind == opMount || d.kind == opUnmount) && v.backend == "tmpfs" {
-		v.orphan = true // allowed, not required: checked against the mount table
-	}
+	place := v.place(h.d.Root)
 	switch {
 	case v.exists == no && d != nil && d.kind == opCreate:
 		if found {
 			v.exists, v.choice = yes, d.choice
-		} else if dirThere {
-			// Killed between mkdir and the commit: an empty leftover that
-			// reconcile reports and the next Create adopts.
-			h.check(isEmptyDir(path), "volume %s: in-doubt Create left a non-empty data directory without a record", v.name)
-			atomic.AddInt64(&h.stats.Leftovers, 1)
+		} else if exists(place) {
+			v.undo = true
 			return
 		}
 	case v.exists == yes && d != nil && d.kind == opRemove:
 		if !found {
-			h.check(!dirThere, "volume %s: its record is gone after an in-doubt Remove but its data directory is still there", v.name)
+			// The record goes last: its data must be gone already.
+			h.check(!exists(place), "volume %s: its record is gone after an in-doubt Remove but its storage %s is still there", v.name, place)
 			v.exists = no
 			v.markers = map[string][]byte{}
 			v.mounts = map[string]int{}
 			return
 		}
-		if !dirThere || !h.markersIntact(v, path, false) {
-			// The data was deleted and the kill came before the record's
-			// delete: the Remove half happened. Reconcile must report it and a
-			// retried Remove must finish it.
-			atomic.AddInt64(&h.stats.HalfRemove, 1)
-			h.check(v.total() == 0, "volume %s: data deleted by a Remove while the ledger held %d mounts", v.name, v.total())
-			v.markers = map[string][]byte{}
-			v.doubt = &doubt{kind: opRemove, id: "half"}
-		}
+		// Happened or not (refused while the ledger holds mounts): the
+		// restarted daemon says which; the ledger is checked below.
+		v.doubt = d
 	}
 	if v.exists == no {
 		h.check(!found, "volume %s: recorded in the state although it was never created or was removed with success", v.name)
-		h.check(!dirThere || isEmptyDir(path), "volume %s: a non-empty data directory exists although the volume does not", v.name)
-		if dirThere {
-			atomic.AddInt64(&h.stats.Leftovers, 1)
-		}
+		h.check(!exists(place), "volume %s: storage %s exists although the volume does not (and no Create was in doubt)", v.name, place)
 		return
 	}
 	if !h.check(found, "volume %s: LOST: Create was answered with success but the state has no record", v.name) {
@@ -660,8 +647,10 @@ func (h *Harness) resolve(v *vol, rec *store.Volume, dirThere bool, path, bootID
 		if k == "backend" {
 			continue
 		}
-		if k == "size" {
-			val = "4194304"
+		if k == backend.KeySize {
+			n, err := backend.ParseSize(val)
+			h.check(err == nil, "harness size %q: %v", val, err)
+			val = strconv.FormatUint(n, 10)
 		}
 		h.check(rec.Options[k] == val, "volume %s: created with %s=%s, recorded %v", v.name, k, val, rec.Options)
 	}
@@ -693,9 +682,12 @@ func (h *Harness) resolve(v *vol, rec *store.Volume, dirThere bool, path, bootID
 	if v.backend == "tmpfs" && v.total() == 0 {
 		v.markers = map[string][]byte{} // an in-doubt last Unmount may have discarded them
 	}
-	if v.doubt == nil {
-		h.check(dirThere, "volume %s: record without its data directory", v.name)
-		h.markersIntact(v, path, true)
+	if v.doubt != nil {
+		return // a Remove may be half-way: recovery finishes it
+	}
+	h.check(exists(place), "volume %s: record without its storage %s", v.name, place)
+	if v.readable() {
+		h.markersIntact(v, v.path(h.d.Root), true)
 	}
 }
 
@@ -712,23 +704,34 @@ func (h *Harness) markersIntact(v *vol, path string, report bool) bool {
 	return all
 }
 
-func isEmptyDir(p string) bool {
-	f, err := os.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	_, err = f.Readdirnames(1)
-	return err == io.EOF
-}
-
-// verifyUp runs after the restart: the daemon's answers agree with the
-// model, reconcile reports exactly the leftovers a crash may make, twice
-// the same, and changes nothing.
+// verifyUp runs after the restart, once recovery has run: the daemon's
+// answers agree with the model, and the disk is exact — every volume has
+// its storage and nothing else is there, the mount table holds exactly what
+// the ledgers imply, no loop device outlives its mount, and reconcile finds
+// nothing (twice the same, changing nothing).
 func (h *Harness) verifyUp() {
 	cli := h.cli.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	// A Remove cut after its intent was finished by recovery, or never
+	// began: either way completely.
+	for _, v := range h.vols {
+		if v.doubt == nil || v.doubt.kind != opRemove {
+			continue
+		}
+		v.doubt = nil
+		var get volume.GetResponse
+		if err := cli.Call(ctx, "/VolumeDriver.Get", map[string]string{"Name": v.name}, &get); err != nil {
+			h.check(strings.Contains(err.Error(), "no such volume"), "volume %s: Get after an in-doubt Remove: %v", v.name, err)
+			atomic.AddInt64(&h.stats.Finished, 1)
+			v.exists = no
+			v.markers, v.mounts = map[string][]byte{}, map[string]int{}
+			continue
+		}
+		if v.readable() {
+			h.markersIntact(v, v.path(h.d.Root), true)
+		}
+	}
 	var list volume.ListResponse
 	if err := cli.Call(ctx, "/VolumeDriver.List", struct{}{}, &list); !h.check(err == nil, "List after restart: %v", err) {
 		return
@@ -737,8 +740,6 @@ func (h *Harness) verifyUp() {
 	for _, lv := range list.Volumes {
 		listed[lv.Name] = true
 	}
-	wantMissing := map[string]bool{}
-	wantUnrecorded := map[string]bool{}
 	for _, v := range h.vols {
 		h.check(listed[v.name] == (v.exists == yes), "volume %s: listed=%v after restart, the model says exists=%v", v.name, listed[v.name], v.exists == yes)
 		var get volume.GetResponse
@@ -748,13 +749,40 @@ func (h *Harness) verifyUp() {
 		} else {
 			h.check(err != nil && strings.Contains(err.Error(), "no such volume"), "volume %s: Get after restart of a volume that does not exist: %v", v.name, err)
 		}
+		place := v.place(h.d.Root)
+		h.check(exists(place) == (v.exists == yes), "volume %s: after recovery its storage %s exists=%v, the volume exists=%v", v.name, place, exists(place), v.exists == yes)
+		if v.undo && !exists(place) {
+			atomic.AddInt64(&h.stats.Undone, 1)
+		}
+		v.undo = false
+	}
+	known := map[string]bool{}
+	for _, v := range h.vols {
+		known[v.backend+"/"+v.name] = true
+	}
+	for b := range optionChoices {
+		entries, _ := os.ReadDir(filepath.Join(h.d.Root, b))
+		for _, e := range entries {
+			h.check(known[b+"/"+e.Name()], "%s/%s exists under the root; the harness never created it", b, e.Name())
+		}
+	}
+	mounted := h.mountedUnder()
+	for _, v := range h.vols {
 		p := v.path(h.d.Root)
-		if v.exists == yes && !exists(p) {
-			wantMissing[v.name] = true
+		live := v.exists == yes && v.total() > 0 && v.backend != "dir"
+		h.check(mounted[p] == live, "volume %s (%s): mounted=%v after recovery, its ledger holds %d mounts", v.name, v.backend, mounted[p], v.total())
+		if v.down && !mounted[p] {
+			atomic.AddInt64(&h.stats.Downed, 1)
 		}
-		if v.exists == no && exists(p) {
-			wantUnrecorded[v.name] = true
+		v.down = false
+		delete(mounted, p)
+		if v.backend == "image" && v.exists == yes && !live {
+			dev, err := loop.Find(filepath.Join(v.place(h.d.Root), "disk.img"))
+			h.check(err == nil && dev == "", "volume %s: its image is attached to loop device %q with no mount (%v)", v.name, dev, err)
 		}
+	}
+	for m := range mounted {
+		h.violate("a mount below the root that no volume explains: %s", m)
 	}
 	dbPath := filepath.Join(h.d.Root, store.FileName)
 	before := hashFile(dbPath)
@@ -764,34 +792,8 @@ func (h *Harness) verifyUp() {
 	if h.check(err1 == nil && err2 == nil, "reconcile after restart: %v / %v", err1, err2) {
 		h.check(reflect.DeepEqual(rep1, rep2), "reconciling twice gave different reports:\n%+v\n%+v", rep1, rep2)
 		h.check(hashFile(dbPath) == before, "reconciling changed the state file")
-		gotMissing, gotUnrecorded := map[string]bool{}, map[string]bool{}
 		for _, f := range rep1.Findings {
-			switch f.Kind {
-			case driver.FindMissingData:
-				gotMissing[f.Volume] = true
-			case driver.FindUnrecorded:
-				gotUnrecorded[f.Volume] = true
-			default:
-				h.violate("reconcile found something a crash cannot explain: %+v", f)
-			}
-		}
-		h.check(reflect.DeepEqual(gotMissing, wantMissing), "reconcile reports missing data for %v, want %v", keys(gotMissing), keys(wantMissing))
-		h.check(reflect.DeepEqual(gotUnrecorded, wantUnrecorded), "reconcile reports unrecorded data for %v, want %v", keys(gotUnrecorded), keys(wantUnrecorded))
-		for _, v := range h.vols {
-			if wantUnrecorded[v.name] {
-				h.check(exists(v.path(h.d.Root)), "reconcile deleted the unrecorded directory of %s", v.name)
-			}
-		}
-	}
-	// A half-done Remove is finished by Docker retrying it: it must succeed.
-	for _, v := range h.vols {
-		if v.doubt == nil || v.doubt.kind != opRemove {
-			continue
-		}
-		err := cli.Call(ctx, "/VolumeDriver.Remove", map[string]string{"Name": v.name}, nil)
-		if h.check(err == nil, "volume %s: retrying a half-done Remove failed: %v", v.name, err) {
-			v.exists, v.doubt = no, nil
-			v.markers, v.mounts = map[string][]byte{}, map[string]int{}
+			h.violate("reconcile found something after recovery: %+v", f)
 		}
 	}
 }

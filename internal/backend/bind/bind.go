@@ -78,6 +78,7 @@ type Bind struct {
 var (
 	_ backend.Backend  = (*Bind)(nil)
 	_ backend.Statuser = (*Bind)(nil)
+	_ backend.Occupier = (*Bind)(nil)
 )
 
 // Validate only requires path: resolving it touches the disk, so that is
@@ -163,6 +164,15 @@ func (b *Bind) Create(_ context.Context, vol *backend.Volume, opts backend.Optio
 		vol.Private = map[string]string{}
 	}
 	vol.Private[privPath] = res
+	return nil
+}
+
+// Occupied refuses what Create would refuse: a leftover marker. Undoing a
+// cut bind Create deletes only the marker, never the host path.
+func (b *Bind) Occupied(vol *backend.Volume) error {
+	if _, err := os.Lstat(b.marker(vol.Name)); err == nil {
+		return fmt.Errorf("a leftover marker %s exists; remove it, then create the volume again", b.marker(vol.Name))
+	}
 	return nil
 }
 

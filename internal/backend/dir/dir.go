@@ -59,6 +59,7 @@ var (
 	_ backend.Cloner   = (*Dir)(nil)
 	_ backend.Usager   = (*Dir)(nil)
 	_ backend.Statuser = (*Dir)(nil)
+	_ backend.Occupier = (*Dir)(nil)
 )
 
 func (d *Dir) path(name string) string { return filepath.Join(d.dir, name) }
@@ -87,6 +88,19 @@ func (d *Dir) Create(ctx context.Context, vol *backend.Volume, opts backend.Opti
 		return err
 	}
 	return ApplyOwnership(p, opts)
+}
+
+// Occupied refuses what makeEmpty would refuse: anything at the volume's
+// path but an empty directory.
+func (d *Dir) Occupied(vol *backend.Volume) error {
+	p := d.path(vol.Name)
+	if _, err := os.Lstat(p); err != nil {
+		return nil
+	}
+	if err := safefs.Adoptable(p); err != nil {
+		return fmt.Errorf("its data directory %s already exists but no volume records it (%v); nothing was changed: inspect it and move it away, then create the volume again", p, err)
+	}
+	return nil
 }
 
 // makeEmpty creates the volume's empty directory or subvolume. A crash

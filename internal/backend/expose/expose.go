@@ -31,6 +31,8 @@ var (
 	_ backend.Backend  = (*Exposer)(nil)
 	_ backend.Usager   = (*Exposer)(nil)
 	_ backend.Statuser = (*Exposer)(nil)
+	_ backend.Occupier = (*Exposer)(nil)
+	_ backend.Prober   = (*Exposer)(nil)
 )
 
 // Wrap decorates every instance so its volumes are exposed under dir
@@ -206,6 +208,23 @@ func (e *Exposer) Status(vol *backend.Volume) map[string]interface{} {
 	}
 	st["data_path"] = e.inner.Mountpoint(vol)
 	return st
+}
+
+// Occupied passes through when the inner backend can tell.
+func (e *Exposer) Occupied(vol *backend.Volume) error {
+	if o, ok := e.inner.(backend.Occupier); ok {
+		return o.Occupied(vol)
+	}
+	return backend.ErrCannotTell
+}
+
+// Up is true while the volume is exposed, or its inner storage is up.
+func (e *Exposer) Up(vol *backend.Volume) bool {
+	if m, err := mounttable.Crosses(e.path(vol)); err == nil && m {
+		return true
+	}
+	p, ok := e.inner.(backend.Prober)
+	return ok && p.Up(vol)
 }
 
 func (e *Exposer) self() *Exposer { return e }

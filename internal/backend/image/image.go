@@ -81,6 +81,8 @@ var (
 	_ backend.Statuser = (*Image)(nil)
 	_ backend.Cloner   = (*Image)(nil)
 	_ backend.Resizer  = (*Image)(nil)
+	_ backend.Occupier = (*Image)(nil)
+	_ backend.Prober   = (*Image)(nil)
 )
 
 func (b *Image) volDir(name string) string { return filepath.Join(b.dir, name) }
@@ -141,6 +143,17 @@ func (b *Image) Create(ctx context.Context, vol *backend.Volume, opts backend.Op
 		return dir.ApplyOwnership(mnt, opts)
 	})
 }
+
+// Occupied refuses what makeDirs would refuse: any leftover directory.
+func (b *Image) Occupied(vol *backend.Volume) error {
+	if _, err := os.Lstat(b.volDir(vol.Name)); err == nil {
+		return fmt.Errorf("its directory %s already exists but no volume records it; nothing was changed: inspect it and move it away, then create the volume again", b.volDir(vol.Name))
+	}
+	return nil
+}
+
+// Up reports whether the volume's filesystem is mounted.
+func (b *Image) Up(vol *backend.Volume) bool { return b.mounted(vol.Name) }
 
 // makeDirs creates the volume's directory, refusing a leftover one: it may
 // hold data, and only an operator can say whose.

@@ -41,6 +41,8 @@ var (
 	_ backend.Backend  = (*Tmpfs)(nil)
 	_ backend.Usager   = (*Tmpfs)(nil)
 	_ backend.Statuser = (*Tmpfs)(nil)
+	_ backend.Occupier = (*Tmpfs)(nil)
+	_ backend.Prober   = (*Tmpfs)(nil)
 )
 
 func (t *Tmpfs) path(name string) string { return filepath.Join(t.dir, name) }
@@ -64,6 +66,26 @@ func (t *Tmpfs) Create(_ context.Context, vol *backend.Volume, _ backend.Options
 		return fmt.Errorf("creating its mount point: %w", err)
 	}
 	return nil
+}
+
+// Occupied refuses what Create would refuse: anything at the mount point
+// but an empty directory.
+func (t *Tmpfs) Occupied(vol *backend.Volume) error {
+	p := t.path(vol.Name)
+	if _, err := os.Lstat(p); err != nil {
+		return nil
+	}
+	if err := safefs.Adoptable(p); err != nil {
+		return fmt.Errorf("its mount point %s already exists but no volume records it (%v); nothing was changed: inspect it, remove it, then create the volume again", p, err)
+	}
+	return nil
+}
+
+// Up reports whether something is mounted at the volume's mount point,
+// without reading the mount table: recovery asks it of every volume.
+func (t *Tmpfs) Up(vol *backend.Volume) bool {
+	m, err := mounttable.Crosses(t.path(vol.Name))
+	return err == nil && m
 }
 
 // MountData is the tmpfs option string for vol: size, mode, uid, gid.
