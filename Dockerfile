@@ -1,13 +1,15 @@
 # The managed plugin's root filesystem: Debian with the tools the backends
-# run (mkfs.*, btrfs, losetup), and the static binary `make build` made.
+# run (mkfs.*, resize and fsck tools, btrfs, losetup), and the static binary
+# `make build` made. Keep the list in step with scripts/base-image.sh TOOLS.
 # `make plugin` builds it and turns it into build/plugin/rootfs.
 ARG BASE=debian:bookworm-slim
 FROM ${BASE}
 # Install only what the base lacks: scripts/base-image.sh's base already has
 # the tools, so engines without network can build this too.
 RUN set -e; missing=""; \
-    for pair in mkfs.ext4:e2fsprogs mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs losetup:util-linux; do \
-      command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"; \
+    for pair in mkfs.ext4:e2fsprogs resize2fs:e2fsprogs e2fsck:e2fsprogs mkfs.xfs:xfsprogs xfs_growfs:xfsprogs \
+                mkfs.btrfs:btrfs-progs btrfstune:btrfs-progs losetup:util-linux; do \
+      command -v "${pair%%:*}" >/dev/null 2>&1 || case " $missing " in *" ${pair#*:} "*) ;; *) missing="$missing ${pair#*:}";; esac; \
     done; \
     if [ -n "$missing" ]; then \
       apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing && \

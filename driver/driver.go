@@ -386,10 +386,13 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	ctx, cancel := context.WithTimeout(context.Background(), mountTimeout)
 	defer cancel()
 	first := d.liveMounts(vol) == 0
-	if first {
-		if err := inst.Activate(ctx, vol); err != nil {
-			return nil, volErr(vol.Name, "cannot mount: %v", err)
-		}
+	// Activate on every Mount, not only the first: after a plugin restart
+	// the ledger still counts running containers, but the storage they
+	// hold is gone from the new process's mount namespace, and Docker
+	// would bind a new container to an empty directory. The backend sees
+	// only this boot's entries, so it can tell "held" from "stale".
+	if err := inst.Activate(ctx, d.liveView(vol)); err != nil {
+		return nil, volErr(vol.Name, "cannot mount: %v", err)
 	}
 	now := d.cfg.Now().UTC()
 	_, err = d.cfg.Store.Update(vol.Name, func(v *store.Volume) error {

@@ -22,7 +22,8 @@ type fake struct {
 	mu          sync.Mutex
 	up          map[string]bool
 	created     map[string]bool
-	activations int
+	activations int   // times Activate brought storage up (not: found it up)
+	held        []int // what each Activate call saw as held by running containers
 	deacts      int
 	removes     int
 	failCreate  error
@@ -47,7 +48,10 @@ func (f *fake) Mountpoint(v *backend.Volume) string { return "/fake/" + v.Name }
 func (f *fake) Activate(_ context.Context, v *backend.Volume) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.activations++
+	f.held = append(f.held, v.ActiveMounts())
+	if !f.up[v.Name] {
+		f.activations++
+	}
 	f.up[v.Name] = true
 	return nil
 }
@@ -317,6 +321,49 @@ func TestGetOfUnknownVolume(t *testing.T) {
 // After a reboot (another boot ID) the old entries are stale: not live, shown,
 // replaced by a Mount of the same ID, released by Release, and Remove works
 // once they are accounted for.
+// TestMountAfterRestartBringsStorageBackUp: a managed plugin restarts in a
+// new mount namespace, so storage that running containers hold is gone
+// from its view while the ledger still counts them. The next Mount must
+// bring it up again (not hand Docker an empty directory), and tell the
+// backend how many mounts of this boot hold the volume, leaving out stale
+// entries of an earlier boot.
+func TestMountAfterRestartBringsStorageBackUp(t *testing.T) {
+	path := filepath.Join(t.TempDir(), store.FileName)
+	st := openStore(t, path)
+	d := newFakeDriver(t, st, newFake(), "boot-1")
+	mustCreate(t, d, "v")
+	if _, err := d.Mount(&volume.MountRequest{Name: "v", ID: mountID(1)}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	st = openStore(t, path)
+	d = newFakeDriver(t, st, newFake(), "boot-2")
+	if _, err := d.Mount(&volume.MountRequest{Name: "v", ID: mountID(2)}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	st = openStore(t, path)
+	defer st.Close()
+	f := newFake() // the restarted plugin: nothing is up in its namespace
+	d = newFakeDriver(t, st, f, "boot-2")
+	if _, err := d.Mount(&volume.MountRequest{Name: "v", ID: mountID(3)}); err != nil {
+		t.Fatal(err)
+	}
+	if !f.isUp("v") || f.activations != 1 {
+		t.Fatalf("after the restart a Mount brought storage up %d times (up=%v), want once", f.activations, f.isUp("v"))
+	}
+	if fmt.Sprint(f.held) != "[1]" {
+		t.Fatalf("Activate saw %v mounts held, want [1]: the boot-2 entry, not the stale boot-1 one", f.held)
+	}
+	if _, err := d.Mount(&volume.MountRequest{Name: "v", ID: mountID(4)}); err != nil {
+		t.Fatal(err)
+	}
+	if f.activations != 1 || fmt.Sprint(f.held) != "[1 2]" {
+		t.Fatalf("a mount of storage that is up: activations %d, held %v; want 1, [1 2]", f.activations, f.held)
+	}
+}
+
 func TestStaleEntriesAfterReboot(t *testing.T) {
 	path := filepath.Join(t.TempDir(), store.FileName)
 	st := openStore(t, path)

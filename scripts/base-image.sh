@@ -4,9 +4,11 @@
 #
 #   scripts/base-image.sh [IMAGE]     (default: debian:bookworm-slim)
 #
-# 1. the engine has IMAGE: nothing to do;
-# 2. a cached tarball (build/cache/<image>.tar, from an earlier run) exists:
-#    docker load it (seconds);
+# 1. the engine has IMAGE, and it is not one this script made with another
+#    tool list (label org.stowage.base-tools): nothing to do;
+# 2. a cached tarball (build/cache/<image>-<key>.tar, from an earlier run;
+#    the key hashes SUITE and TOOLS, so a changed tool list never reuses a
+#    stale base) exists: docker load it (seconds);
 # 3. else build it: debootstrap --variant=minbase bookworm (a few minutes;
 #    needs Debian's mirror), with the backends' tools already included
 #    (e2fsprogs xfsprogs btrfs-progs util-linux) so that the Dockerfile's
@@ -22,12 +24,18 @@ SUITE=${SUITE:-bookworm}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 TOOLS=${TOOLS:-e2fsprogs,xfsprogs,btrfs-progs,util-linux}
 CACHE_DIR=${CACHE_DIR:-build/cache}
-CACHE="$CACHE_DIR/$(echo "$IMAGE" | tr '/:' '__').tar"
+KEY=$(printf '%s\n' "$SUITE" "$TOOLS" | sha256sum | cut -c1-12)
+CACHE="$CACHE_DIR/$(echo "$IMAGE" | tr '/:' '__')-$KEY.tar"
 DOCKER=${DOCKER:-docker}
 
-if "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1; then
-  echo "base-image: $IMAGE is present"
-  exit 0
+# A pulled image has no label (the Dockerfile installs what it lacks); one
+# this script made for another tool list is replaced.
+if have=$("$DOCKER" image inspect -f '{{index .Config.Labels "org.stowage.base-tools"}}' "$IMAGE" 2>/dev/null); then
+  if [ -z "$have" ] || [ "$have" = "$TOOLS" ]; then
+    echo "base-image: $IMAGE is present"
+    exit 0
+  fi
+  echo "base-image: $IMAGE was built with tools $have, not $TOOLS: replacing it"
 fi
 if [ -s "$CACHE" ]; then
   echo "base-image: loading $IMAGE from $CACHE"
@@ -35,6 +43,8 @@ if [ -s "$CACHE" ]; then
   "$DOCKER" image inspect "$IMAGE" >/dev/null
   exit 0
 fi
+# Older caches were keyed by the image name alone.
+rm -f "$CACHE_DIR/$(echo "$IMAGE" | tr '/:' '__').tar"
 command -v debootstrap >/dev/null || { echo "base-image: debootstrap not found: apt-get install -y debootstrap" >&2; exit 1; }
 mkdir -p "$CACHE_DIR"
 # A lock so two test runs on one machine don't debootstrap twice at once.
@@ -50,7 +60,7 @@ if [ ! -s "$CACHE" ]; then
   # Slim it as debian:*-slim is: no apt lists, docs or caches.
   rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb \
          "$dir"/usr/share/doc/* "$dir"/usr/share/man/* "$dir"/usr/share/locale/*
-  tar --numeric-owner -C "$dir" -c . | "$DOCKER" import --change 'CMD ["bash"]' - "$IMAGE" >/dev/null
+  tar --numeric-owner -C "$dir" -c . | "$DOCKER" import --change 'CMD ["bash"]' --change "LABEL org.stowage.base-tools=$TOOLS" - "$IMAGE" >/dev/null
   "$DOCKER" save -o "$CACHE.tmp" "$IMAGE"
   mv "$CACHE.tmp" "$CACHE"
   echo "base-image: built $IMAGE and cached it in $CACHE"

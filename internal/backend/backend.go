@@ -34,9 +34,13 @@ type Backend interface {
 	// Mountpoint is where the volume's data is reachable while active.
 	// It is computed from the record alone: Get and List call it.
 	Mountpoint(vol *Volume) string
-	// Activate brings the storage up for the first mount (mount a
-	// filesystem, check a directory). It must be idempotent: after a crash
-	// it may find the storage already up.
+	// Activate brings the storage up (mount a filesystem, check a
+	// directory). It is called for every Mount and must be idempotent: the
+	// storage may be up already, or, after a restart in a fresh mount
+	// namespace, be held by containers while gone from stowage's view.
+	// vol.Mounts holds only this boot's ledger entries, not yet counting
+	// this Mount: non-empty means containers hold the volume, so a
+	// failing Activate must not bring their storage down.
 	Activate(ctx context.Context, vol *Volume) error
 	// Deactivate brings it down after the last unmount; idempotent.
 	Deactivate(ctx context.Context, vol *Volume) error

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stowage/stowage/internal/devnode"
 )
 
 // attachMu serialises find-then-attach inside this process, so two
@@ -42,8 +44,22 @@ func Find(file string) (string, error) {
 		}
 		dev := "/dev/" + name
 		fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) {
+			// A container's own /dev (a managed plugin after a restart)
+			// lacks nodes for devices attached before: make one, or an
+			// image still mounted by running containers would look free
+			// and be attached a second time.
+			if n, aerr := strconv.Atoi(strings.TrimPrefix(name, "loop")); aerr == nil {
+				if err = ensureNode(dev, n); err == nil {
+					fd, err = unix.Open(dev, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+				}
+			}
+		}
+		if errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ENODEV) {
+			continue // detached meanwhile
+		}
 		if err != nil {
-			continue
+			return "", fmt.Errorf("checking attached loop device %s: %w", dev, err)
 		}
 		info, err := unix.IoctlLoopGetStatus64(fd)
 		unix.Close(fd)
@@ -95,7 +111,12 @@ func Attach(file string) (*Device, error) {
 		return nil, fmt.Errorf("opening image %s: %w", file, err)
 	}
 	defer f.Close()
-	ctl, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	ctl, err := unix.Open(controlPath, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		if err = ensureControl(); err == nil {
+			ctl, err = unix.Open(controlPath, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening /dev/loop-control (is the loop module loaded?): %w", err)
 	}
@@ -152,7 +173,7 @@ func Attach(file string) (*Device, error) {
 func Detach(dev string) error {
 	fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.EBUSY) {
-		return fmt.Errorf("%s is in use (a filesystem on it is mounted, perhaps outside stowage's directories)", dev)
+		return fmt.Errorf("%s is in use (a filesystem on it is mounted, perhaps outside stowage's directories): %w", dev, err)
 	}
 	if err != nil {
 		return err
@@ -164,13 +185,17 @@ func Detach(dev string) error {
 	return nil
 }
 
+const controlPath = "/dev/loop-control"
+
+// ensureControl makes /dev/loop-control where a container's own /dev lacks
+// it (misc 10:237 on every kernel so far).
+func ensureControl() error {
+	return devnode.Ensure(controlPath, "/sys/class/misc/loop-control/dev", false, unix.Mkdev(10, 237), 0o600)
+}
+
+// ensureNode makes /dev/loopN with the number the kernel gave the device
+// (its minor is not n when max_part is set).
 func ensureNode(dev string, n int) error {
-	if _, err := os.Stat(dev); err == nil {
-		return nil
-	}
-	// No devtmpfs node (a minimal container): make one; loop's major is 7.
-	if err := unix.Mknod(dev, unix.S_IFBLK|0o660, int(unix.Mkdev(7, uint32(n)))); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("creating device node %s: %w", dev, err)
-	}
-	return nil
+	name := "loop" + strconv.Itoa(n)
+	return devnode.Ensure(dev, filepath.Join("/sys/block", name, "dev"), true, unix.Mkdev(7, uint32(n)), 0o660)
 }

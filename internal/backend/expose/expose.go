@@ -66,16 +66,17 @@ func (e *Exposer) Create(ctx context.Context, vol *backend.Volume, o backend.Opt
 func (e *Exposer) Mountpoint(vol *backend.Volume) string { return e.path(vol) }
 
 // Activate brings the inner storage up, then bind-mounts it at DIR/NAME. An
-// existing bind of the same data (left by a plugin restart: mounts under a
-// propagatedMount survive it) is accepted as is.
+// existing bind of the same data (a later mount, or one left by a crash) is
+// accepted as is; after a plugin restart there is none, and a new one is
+// made over the inner storage, which the inner Activate found again.
 func (e *Exposer) Activate(ctx context.Context, vol *backend.Volume) (err error) {
 	if err := e.inner.Activate(ctx, vol); err != nil {
 		return err
 	}
-	// The driver activates only when no live mount holds the volume, so
-	// the inner storage is ours to bring down again if exposing fails.
+	// Only when no container holds the volume is the inner storage ours
+	// to bring down again if exposing fails.
 	defer func() {
-		if err != nil {
+		if err != nil && vol.ActiveMounts() == 0 {
 			if derr := e.inner.Deactivate(ctx, vol); derr != nil {
 				e.log.WithFields(logrus.Fields{"op": "Activate", "volume": vol.Name, "error": derr}).Warn("bringing storage down after a failed exposure failed")
 			}
@@ -92,7 +93,9 @@ func (e *Exposer) Activate(ctx context.Context, vol *backend.Volume) (err error)
 		} else if !same {
 			return fmt.Errorf("%s is already a mount point of something other than its data %s; nothing was changed: unmount it by hand", dst, src)
 		}
-		e.log.WithFields(logrus.Fields{"op": "Activate", "volume": vol.Name}).Info("exposure mount already in place (kept across a restart)")
+		if vol.ActiveMounts() == 0 {
+			e.log.WithFields(logrus.Fields{"op": "Activate", "volume": vol.Name}).Info("exposure mount already in place (kept across a restart)")
+		}
 		return nil
 	}
 	if err := os.Mkdir(dst, 0o755); err != nil && !errors.Is(err, os.ErrExist) {

@@ -306,7 +306,17 @@ func detachImage(img string) error {
 	if dev == "" {
 		return nil
 	}
-	if err := loop.Detach(dev); err != nil {
+	// A container that just stopped may still hold the mount for a moment
+	// while the kernel tears down its mount namespace: give it that.
+	err = loop.Detach(dev)
+	for i := 0; i < 20 && errors.Is(err, unix.EBUSY); i++ {
+		time.Sleep(100 * time.Millisecond)
+		if d, ferr := loop.Find(img); ferr == nil && d == "" {
+			return nil // autoclear finished
+		}
+		err = loop.Detach(dev)
+	}
+	if err != nil {
 		return fmt.Errorf("its image is attached to %s and cannot be detached: %v; the volume is kept", dev, err)
 	}
 	// The kernel may finish clearing after our close: wait briefly, then

@@ -109,11 +109,18 @@ func MountData(opts map[string]string) string {
 // Mountpoint is the volume's directory, where the tmpfs is mounted.
 func (t *Tmpfs) Mountpoint(vol *backend.Volume) string { return t.path(vol.Name) }
 
-// Activate mounts a fresh tmpfs unless one is mounted already.
+// Activate mounts a fresh tmpfs unless one is mounted already. It refuses
+// when running containers hold the volume but its tmpfs is not mounted
+// here (a managed plugin restarted in a new mount namespace): their memory
+// cannot be reached, and a fresh tmpfs would give this container other,
+// empty data under the same volume name.
 func (t *Tmpfs) Activate(_ context.Context, vol *backend.Volume) error {
 	p := t.path(vol.Name)
 	if m, err := mounttable.IsMountPoint(p); err != nil || m {
 		return err
+	}
+	if n := vol.ActiveMounts(); n > 0 {
+		return fmt.Errorf("%d running container mount(s) hold its tmpfs, but stowage restarted since and cannot reach that memory; a new tmpfs would show this container different, empty data: stop those containers first (their tmpfs data goes with them), then mount it again", n)
 	}
 	if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
 		return fmt.Errorf("its mount point %s is missing or not a directory: remove the volume and create it again", p)
@@ -156,7 +163,7 @@ func (t *Tmpfs) Inventory(_ context.Context, known []*backend.Volume) (backend.I
 	}
 	for _, v := range known {
 		if n := v.ActiveMounts(); n > 0 && !snap.IsMountPoint(t.path(v.Name)) {
-			inv.Problems = append(inv.Problems, fmt.Sprintf("volume %q: its ledger holds %d mount(s) but its tmpfs is not mounted: the data it held is gone, and containers still using it write to a plain directory; restart them", v.Name, n))
+			inv.Problems = append(inv.Problems, fmt.Sprintf("volume %q: its ledger holds %d mount(s) but its tmpfs is not mounted here: after a reboot its data is gone; after a managed plugin restart the running containers keep their tmpfs until they stop, and new mounts are refused until then", v.Name, n))
 		}
 	}
 	return inv, nil

@@ -9,7 +9,9 @@ import (
 	"testing"
 
 	"github.com/stowage/stowage/internal/backend"
+	"github.com/stowage/stowage/internal/mounttable"
 	"github.com/stowage/stowage/internal/safefs"
+	"github.com/stowage/stowage/internal/store"
 )
 
 func TestMountDiscardAndRemoveRefusedWhileMounted(t *testing.T) {
@@ -76,5 +78,28 @@ func TestCreateAdoptsOnlyAnEmptyLeftover(t *testing.T) {
 	}
 	if data, err := os.ReadFile(keep); err != nil || string(data) != "keep me" {
 		t.Fatalf("refused Create touched the leftover: %q %v", data, err)
+	}
+}
+
+// After a managed plugin restarts in a new mount namespace, running
+// containers hold a tmpfs stowage cannot see. Activate must refuse rather
+// than mount a second, empty tmpfs under the same volume.
+func TestActivateRefusesWhenHeldButNotMounted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test needs root (mounts)")
+	}
+	b := &Tmpfs{dir: t.TempDir()}
+	vol := &backend.Volume{Name: "t", Options: backend.Options{}}
+	ctx := context.Background()
+	if err := b.Create(ctx, vol, vol.Options); err != nil {
+		t.Fatal(err)
+	}
+	vol.Mounts = map[string]store.Mount{"held": {Count: 1}}
+	err := b.Activate(ctx, vol)
+	if err == nil || !strings.Contains(err.Error(), "stop those containers first") {
+		t.Fatalf("Activate of a held but unmounted tmpfs = %v, want a refusal naming the fix", err)
+	}
+	if m, _ := mounttable.IsMountPoint(b.Mountpoint(vol)); m {
+		t.Fatal("a tmpfs was mounted despite the refusal")
 	}
 }

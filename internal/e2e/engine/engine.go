@@ -46,6 +46,11 @@ type Options struct {
 	NS ns.Set
 	// Env is extra environment for dockerd (KEY=VALUE); kept across Restart.
 	Env []string
+	// OwnMountNS starts dockerd in a mount namespace of its own (a private
+	// copy of the host's), so a test can give it host paths of its own (a
+	// "fresh host") with nsenter. Its mounts are then not in the host's
+	// mount table: look through /proc/PID/root and /proc/PID/mountinfo.
+	OwnMountNS bool
 }
 
 // Engine is one private dockerd. Its zero value is not usable: call Start.
@@ -310,7 +315,11 @@ func (e *Engine) startErr() error {
 	if e.opts.NS.Empty() {
 		// Own network namespace: --bridge=none in the host namespace would
 		// delete the system engine's docker0.
-		args = append([]string{"unshare", "--net", "--"}, args...)
+		pre := []string{"unshare", "--net"}
+		if e.opts.OwnMountNS {
+			pre = append(pre, "--mount", "--propagation", "private")
+		}
+		args = append(append(pre, "--"), args...)
 	} else {
 		args = e.opts.NS.Argv(args...)
 	}
