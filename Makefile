@@ -12,7 +12,8 @@ UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /e2e -e /internal/storm)
 
 # Fuzz targets (package:Target); `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS = ./plugin:FuzzHandler ./driver:FuzzValidateName ./driver:FuzzValidateMountID \
-               ./internal/backend:FuzzParseSize ./internal/backend:FuzzParseOptions
+               ./internal/backend:FuzzParseSize ./internal/backend:FuzzParseOptions \
+               ./internal/backend/sshfs:FuzzParseRemote
 FUZZTIME ?= 4s
 # Soak: the crash storm for SOAK_TIME (see README "Reliability").
 SOAK_TIME ?= 35m
@@ -67,7 +68,7 @@ fuzz:
 	  done; \
 	done
 
-## storm: the crash storm, short (60 SIGKILLs of a real daemon, about 15 s)
+## storm: the crash storm, short (60 SIGKILLs of a real daemon, about 25 s)
 storm: build
 	STOWAGE_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 10m ./internal/storm
 

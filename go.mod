@@ -10,6 +10,7 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/sirupsen/logrus v1.10.2
 	go.etcd.io/bbolt v1.5.0
+	golang.org/x/crypto v0.48.0
 	golang.org/x/sys v0.49.0
 	gonum.org/v1/plot v0.17.0
 )

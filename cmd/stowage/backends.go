@@ -14,10 +14,12 @@ import (
 
 // backendDoc is one backend as `stowage backends --format json` prints it.
 type backendDoc struct {
-	ID             string           `json:"id"`
-	Summary        string           `json:"summary"`
-	DisabledUnless string           `json:"disabled_unless,omitempty"`
-	Options        []backend.Option `json:"options"`
+	ID             string            `json:"id"`
+	Summary        string            `json:"summary"`
+	DisabledUnless string            `json:"disabled_unless,omitempty"`
+	Shared         bool              `json:"shared,omitempty"`
+	Options        []backend.Option  `json:"options"`
+	Refused        []backend.Refused `json:"refused,omitempty"`
 }
 
 func runBackends(args []string, stdout, stderr io.Writer) int {
@@ -42,7 +44,7 @@ func runBackends(args []string, stdout, stderr io.Writer) int {
 	var docs []backendDoc
 	for _, m := range reg.Modules() {
 		opts := append([]backend.Option{{Name: backend.KeyBackend, Type: backend.TypeString, Help: "selects this backend: backend=" + m.ID}}, m.Options...)
-		docs = append(docs, backendDoc{ID: m.ID, Summary: m.Summary, DisabledUnless: m.DisabledUnless, Options: opts})
+		docs = append(docs, backendDoc{ID: m.ID, Summary: m.Summary, DisabledUnless: m.DisabledUnless, Shared: m.Shared, Options: opts, Refused: m.Refused})
 	}
 	switch *format {
 	case "json":
@@ -61,6 +63,9 @@ func runBackends(args []string, stdout, stderr io.Writer) int {
 			if d.DisabledUnless != "" {
 				fmt.Fprintf(stdout, "  (disabled unless the daemon setting %q is given)\n", d.DisabledUnless)
 			}
+			if d.Shared {
+				fmt.Fprintln(stdout, "  (shared storage: a daemon with only shared backends tells Docker its scope is global)")
+			}
 			tw := tabwriter.NewWriter(stdout, 2, 8, 2, ' ', 0)
 			fmt.Fprintln(tw, "  OPTION\tTYPE\tDEFAULT\tHELP")
 			for _, o := range d.Options {
@@ -71,6 +76,9 @@ func runBackends(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", o.Name, o.Type, def, strings.TrimSpace(o.Help))
 			}
 			tw.Flush()
+			for _, r := range d.Refused {
+				fmt.Fprintf(stdout, "  refused: %s — %s\n", r.Name, r.Why)
+			}
 		}
 	default:
 		fmt.Fprintf(stderr, "stowage backends: --format %q: use text or json\n", *format)

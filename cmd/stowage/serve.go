@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -245,15 +246,64 @@ func buildDriver(cfg *config.Serve, root string, st *store.Store, log logrus.Fie
 			return nil, nil, err
 		}
 	}
+	scope, err := resolveScope(cfg.Scope, insts)
+	if err != nil {
+		return nil, nil, err
+	}
 	bootID, err := driver.ReadBootID(cfg.BootIDFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--boot-id-file: %w", err)
 	}
 	drv, err := driver.New(driver.Config{
-		Store: st, Backends: insts, DefaultBackend: cfg.DefaultBackend,
-		Scope: cfg.Scope, Log: log, BootID: bootID,
+		Store: st, Backends: insts, DefaultBackend: defaultBackend(cfg.DefaultBackend, insts),
+		Scope: scope, Log: log, BootID: bootID,
 	})
 	return drv, insts, err
+}
+
+// defaultBackend is --default-backend, else dir, else the only enabled
+// backend: a shared instance with --backends sshfs needs no second flag.
+func defaultBackend(flag string, insts map[string]backend.Instance) string {
+	if flag != "" {
+		return flag
+	}
+	if _, ok := insts["dir"]; !ok && len(insts) == 1 {
+		for id := range insts {
+			return id
+		}
+	}
+	return "dir"
+}
+
+// resolveScope is the scope told to Docker. global promises Swarm that a
+// volume is the same data on every node, so it is the default only when
+// every enabled backend is shared storage, and refused when any is not.
+func resolveScope(scope string, insts map[string]backend.Instance) (string, error) {
+	var local, shared []string
+	for id, inst := range insts {
+		if inst.Shared {
+			shared = append(shared, id)
+		} else {
+			local = append(local, id)
+		}
+	}
+	sort.Strings(local)
+	sort.Strings(shared)
+	switch scope {
+	case "":
+		if len(local) == 0 && len(shared) > 0 {
+			return "global", nil
+		}
+		return "local", nil
+	case "local":
+		return scope, nil
+	case "global":
+		if len(local) > 0 {
+			return "", fmt.Errorf("--scope global: the enabled backends %s keep data on this node, so Docker Swarm would be told a volume is the same on every node when it is not. Enable only shared backends (--backends sshfs) in this instance, and serve node-local volumes from a second instance with another --socket name and --root", strings.Join(local, ", "))
+		}
+		return scope, nil
+	}
+	return "", fmt.Errorf("--scope %q is invalid: use local or global (or leave it empty: global when every enabled backend is shared)", scope)
 }
 
 // operatorEndpoints are the /Stowage.* calls the operator commands use.

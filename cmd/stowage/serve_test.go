@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"github.com/stowage/stowage/internal/backend"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,5 +21,52 @@ func TestServeRefusesABadEnvironmentValue(t *testing.T) {
 	}
 	if _, err := os.Stat(root); !os.IsNotExist(err) {
 		t.Fatalf("serve created its root despite the refusal: %v", err)
+	}
+}
+
+func TestScopeFollowsTheBackends(t *testing.T) {
+	local := backend.Instance{Module: backend.Module{ID: "dir"}}
+	shared := backend.Instance{Module: backend.Module{ID: "sshfs", Shared: true}}
+	onlyShared := map[string]backend.Instance{"sshfs": shared}
+	mixed := map[string]backend.Instance{"dir": local, "tmpfs": {Module: backend.Module{ID: "tmpfs"}}, "sshfs": shared}
+	for _, c := range []struct {
+		flag  string
+		insts map[string]backend.Instance
+		want  string
+	}{
+		{"", onlyShared, "global"},
+		{"", mixed, "local"},
+		{"local", onlyShared, "local"},
+		{"global", onlyShared, "global"},
+		{"local", mixed, "local"},
+	} {
+		got, err := resolveScope(c.flag, c.insts)
+		if err != nil || got != c.want {
+			t.Errorf("resolveScope(%q, %d backends) = %q, %v; want %q", c.flag, len(c.insts), got, err, c.want)
+		}
+	}
+	_, err := resolveScope("global", mixed)
+	if err == nil || !strings.Contains(err.Error(), "dir, tmpfs keep data on this node") || !strings.Contains(err.Error(), "--backends sshfs") || !strings.Contains(err.Error(), "--socket") {
+		t.Errorf("resolveScope(global) with node-local backends = %v", err)
+	}
+	if _, err := resolveScope("cluster", onlyShared); err == nil {
+		t.Error("resolveScope accepted an unknown scope")
+	}
+	if got := defaultBackend("", onlyShared); got != "sshfs" {
+		t.Errorf("default backend of a shared-only daemon = %q", got)
+	}
+	if got := defaultBackend("", mixed); got != "dir" {
+		t.Errorf("default backend = %q", got)
+	}
+}
+
+// A daemon told --scope global with node-local backends refuses to start
+// (the message is resolveScope's, checked above).
+func TestServeRefusesGlobalScopeWithLocalBackends(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root")
+	var out bytes.Buffer
+	code := run([]string{"serve", "--root", root, "--socket", filepath.Join(t.TempDir(), "s.sock"), "--scope", "global", "--backends", "dir"}, &out, &out)
+	if code != 1 {
+		t.Fatalf("exit %d, output %q; want 1", code, out.String())
 	}
 }

@@ -236,7 +236,7 @@ func TestBackends(t *testing.T) {
 		if err := json.Unmarshal(out, &docs); err != nil {
 			t.Fatalf("stowage backends --format json: %v\n%s", err, out)
 		}
-		want := map[string][]string{"dir": {"size", "from"}, "image": {"size", "fs", "from"}, "tmpfs": {"size", "uid"}, "bind": {"path"}}
+		want := map[string][]string{"dir": {"size", "from"}, "image": {"size", "fs", "from"}, "tmpfs": {"size", "uid"}, "bind": {"path"}, "sshfs": {"remote", "port", "identity", "uid", "gid", "mode"}}
 		for _, d := range docs {
 			for _, o := range d.Options {
 				if o.Type == "" || o.Help == "" {

@@ -132,7 +132,20 @@ type Module struct {
 	// DisabledUnless, if set, names the daemon setting without which the
 	// backend is not enabled (bind needs bind roots).
 	DisabledUnless string
-	New            func(env Env) (Backend, error)
+	// Shared says the backend's storage is the same from every node
+	// (a network filesystem): a daemon whose backends are all shared
+	// may tell Docker its scope is global.
+	Shared bool
+	// Refused are option names the backend turns down on purpose, each
+	// with the reason the user is told (sshfs refuses password).
+	Refused []Refused
+	New     func(env Env) (Backend, error)
+}
+
+// Refused is an option a backend turns down on purpose, and why.
+type Refused struct {
+	Name string `json:"name"`
+	Why  string `json:"why"`
 }
 
 // Registry holds the modules this binary was built with.
@@ -153,6 +166,9 @@ func NewRegistry(mods ...Module) *Registry {
 			panic(fmt.Sprintf("backend: module %q registered twice", m.ID))
 		}
 		seen := map[string]bool{KeyBackend: true}
+		for _, r := range m.Refused {
+			seen[r.Name] = true
+		}
 		for _, o := range m.Options {
 			if seen[o.Name] {
 				panic(fmt.Sprintf("backend: module %q declares option %q twice (or reuses a reserved name)", m.ID, o.Name))
@@ -193,6 +209,13 @@ type Options map[string]string
 // normalised (defaults filled in) for recording with the volume.
 func (m Module) Parse(raw map[string]string) (Options, error) {
 	out := Options{}
+	// A refused option gets its reason, not the unknown-option list: the
+	// user meant it and must learn what to do instead.
+	for _, r := range m.Refused {
+		if _, given := raw[r.Name]; given {
+			return nil, fmt.Errorf("option %q is refused by backend %q: %s", r.Name, m.ID, r.Why)
+		}
+	}
 	var unknown []string
 	for k := range raw {
 		if k == KeyBackend {
@@ -223,6 +246,9 @@ func (m Module) Parse(raw map[string]string) (Options, error) {
 			v = o.Default
 		}
 		norm, err := o.Type.normalize(v)
+		if err == nil && o.Normalize != nil {
+			norm, err = o.Normalize(norm)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("option %s=%q: %v", o.Name, v, err)
 		}

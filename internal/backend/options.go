@@ -15,6 +15,9 @@ type Option struct {
 	Type    Type   `json:"type"`
 	Default string `json:"default,omitempty"`
 	Help    string `json:"help"`
+	// Normalize, if set, checks and normalises the value after its type
+	// has (a backend's own grammar, such as sshfs's remote).
+	Normalize func(string) (string, error) `json:"-"`
 }
 
 // Type is an option's value type; it knows how to validate and normalise.
@@ -29,6 +32,7 @@ const (
 	TypeBool   Type = "bool"   // true/false
 	TypePath   Type = "path"   // an absolute host path; confinement is the backend's job
 	TypeName   Type = "volume" // another volume's name
+	TypePort   Type = "port"   // a TCP port, 1 to 65535
 )
 
 // Common options every backend accepts: ownership and mode of the data's root.
@@ -70,6 +74,12 @@ func (t Type) normalize(v string) (string, error) {
 		return v, nil
 	case TypeName:
 		return v, nil
+	case TypePort:
+		n, err := strconv.ParseUint(v, 10, 16)
+		if err != nil || n == 0 {
+			return "", errors.New("must be a TCP port number from 1 to 65535")
+		}
+		return strconv.FormatUint(n, 10), nil
 	}
 	return "", fmt.Errorf("option type %q is unknown", t)
 }

@@ -43,7 +43,14 @@ var fuzzModule = Module{ID: "fz", Options: append(Ownership(),
 	Option{Name: "path", Type: TypePath},
 	Option{Name: "ro", Type: TypeBool},
 	Option{Name: "label", Type: TypeString},
-)}
+	Option{Name: "port", Type: TypePort},
+	Option{Name: "host", Type: TypeString, Normalize: func(s string) (string, error) {
+		if s == "" || strings.ContainsAny(s, " ,") {
+			return "", fmt.Errorf("bad host")
+		}
+		return strings.ToLower(s), nil
+	}},
+), Refused: []Refused{{Name: "password", Why: "keys only"}}}
 
 // FuzzParseSize: an accepted size is positive, fits an int64 and, printed
 // back in bytes, parses to itself.
@@ -73,6 +80,8 @@ func FuzzParseOptions(f *testing.F) {
 	f.Add("uid", "-1", "mode", "99999")
 	f.Add("path", "../../etc", "size", "18446744073709551616")
 	f.Add("backend", "dir", "ro", "yes")
+	f.Add("port", "022", "host", "Files.Example")
+	f.Add("password", "x", "port", "70000")
 	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
 		raw := map[string]string{k1: v1, k2: v2}
 		out, err := fuzzModule.Parse(raw)
@@ -81,6 +90,9 @@ func FuzzParseOptions(f *testing.F) {
 				t.Fatalf("Parse failed (%v) but returned options %v", err, out)
 			}
 			return
+		}
+		if _, ok := raw["password"]; ok {
+			t.Fatalf("a refused option was accepted: %v", raw)
 		}
 		for k, v := range out {
 			o := fuzzModule.option(k)
@@ -111,5 +123,24 @@ func TestUnknownOptionsErrorIsBounded(t *testing.T) {
 	_, err := fuzzModule.Parse(raw)
 	if err == nil || len(err.Error()) > 512 || !strings.Contains(err.Error(), "and 9995 more") || !strings.Contains(err.Error(), `"100000"`) {
 		t.Fatalf("error for 10000 unknown options (%d bytes): %.300v", len(fmt.Sprint(err)), err)
+	}
+}
+
+func TestRefusedOptionsSayWhyAndNormalizeRuns(t *testing.T) {
+	_, err := fuzzModule.Parse(map[string]string{"password": "x", "nonsense": "y"})
+	if err == nil || !strings.Contains(err.Error(), `option "password" is refused by backend "fz": keys only`) {
+		t.Errorf("Parse password = %v", err)
+	}
+	out, err := fuzzModule.Parse(map[string]string{"port": "022", "host": "Files.Example"})
+	if err != nil || out["port"] != "22" || out["host"] != "files.example" {
+		t.Errorf("Parse = %v, %v", out, err)
+	}
+	for _, p := range []string{"0", "65536", "-1", "x", ""} {
+		if _, err := fuzzModule.Parse(map[string]string{"port": p}); err == nil {
+			t.Errorf("port %q accepted", p)
+		}
+	}
+	if _, err := fuzzModule.Parse(map[string]string{"host": "a b"}); err == nil || !strings.Contains(err.Error(), "bad host") {
+		t.Errorf("Normalize error not reported: %v", err)
 	}
 }

@@ -32,6 +32,9 @@ type Serve struct {
 	// Issue 3: backend settings.
 	BindRoots        string
 	ImageDefaultSize string
+	// Issue 10: sshfs.
+	SSHKeysDir    string
+	SSHKnownHosts string
 	// Issue 5: operations.
 	MetricsAddr string
 	ExposeDir   string
@@ -117,11 +120,13 @@ func (c *Serve) Bind(b *Binder) {
 	b.String(&c.Group, "group", "root", "group (name or gid) owning the socket; members can use it, which is as good as root")
 	b.String(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	b.String(&c.LogFormat, "log-format", "text", "log format: text or json")
-	b.String(&c.Scope, "scope", "local", "scope reported to Docker: local, or global for storage shared by every node")
-	b.String(&c.DefaultBackend, "default-backend", "dir", "backend for volumes created without -o backend=")
+	b.String(&c.Scope, "scope", "", "scope reported to Docker: local, or global for storage every node shares; default global when every enabled backend is shared storage (sshfs), else local. global with a node-local backend enabled is refused")
+	b.String(&c.DefaultBackend, "default-backend", "", "backend for volumes created without -o backend= (default: dir, or the only enabled backend when just one is)")
 	b.String(&c.Backends, "backends", "", "comma-separated backends to enable (default: every built-in backend that needs no extra setting, plus bind when --bind-roots is given)")
 	b.Duration(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long requests in flight may take to finish")
 	b.String(&c.BindRoots, "bind-roots", "", "comma-separated host directories whose subdirectories bind volumes may adopt; the bind backend is enabled only with them")
+	b.String(&c.SSHKeysDir, "ssh-keys-dir", "", "directory of private keys sshfs volumes name with -o identity=FILE; the sshfs backend is enabled only with it (and --ssh-known-hosts)")
+	b.String(&c.SSHKnownHosts, "ssh-known-hosts", "", "known_hosts file every sshfs server's host key is checked against (strictly: unknown or changed keys are refused)")
 	b.String(&c.ImageDefaultSize, "image-default-size", "", "size of image volumes created without -o size= (default: size is required)")
 	b.String(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics, /healthz and /readyz on a loopback HOST:PORT or unix:/path (default: off)")
 	b.String(&c.ExposeDir, "expose-dir", "", "bind-mount each mounted volume at DIR/NAME and hand that path to Docker (managed plugin: its propagatedMount)")
@@ -139,6 +144,7 @@ func (c *Serve) BackendSettings() map[string]map[string]string {
 	return map[string]map[string]string{
 		"bind":  {"roots": c.BindRoots},
 		"image": {"default_size": c.ImageDefaultSize},
+		"sshfs": {"keys_dir": c.SSHKeysDir, "known_hosts": c.SSHKnownHosts},
 	}
 }
 

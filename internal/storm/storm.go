@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,7 @@ import (
 	"github.com/stowage/stowage/internal/backend"
 	"github.com/stowage/stowage/internal/client"
 	"github.com/stowage/stowage/internal/e2e/daemon"
+	"github.com/stowage/stowage/internal/e2e/sshd"
 	"github.com/stowage/stowage/internal/mounttable"
 	"github.com/stowage/stowage/internal/store"
 )
@@ -76,15 +78,18 @@ type Stats struct {
 	// LeftoverRefused counts tmpfs Creates refused over an empty leftover
 	// of an in-doubt Create (dir adopts those; tmpfs asks the operator).
 	LeftoverRefused int64
-	// Orphans counts tmpfs volumes found mounted with an empty ledger after
+	// Orphans counts tmpfs and sshfs volumes found mounted with an empty ledger after
 	// a kill cut a Mount or Unmount.
 	Orphans int64
-	Elapsed time.Duration
+	// SSHFSMounts counts successful Mounts of sshfs volumes (each a real
+	// sshfs against a local sshd unless the volume was already up).
+	SSHFSMounts int64
+	Elapsed     time.Duration
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("seed=%d elapsed=%s kills=%d ops=%d ok=%d refused=%d in_doubt=%d invariants=%d violations=%d leftovers=%d half_removes=%d tmpfs_leftovers_refused=%d tmpfs_orphans=%d",
-		s.Seed, s.Elapsed.Round(time.Second), s.Kills, s.Ops, s.OK, s.Refused, s.InDoubt, s.Invariants, s.Violations, s.Leftovers, s.HalfRemove, s.LeftoverRefused, s.Orphans)
+	return fmt.Sprintf("seed=%d elapsed=%s kills=%d ops=%d ok=%d refused=%d in_doubt=%d invariants=%d violations=%d leftovers=%d half_removes=%d tmpfs_leftovers_refused=%d orphans=%d sshfs_mounts=%d",
+		s.Seed, s.Elapsed.Round(time.Second), s.Kills, s.Ops, s.OK, s.Refused, s.InDoubt, s.Invariants, s.Violations, s.Leftovers, s.HalfRemove, s.LeftoverRefused, s.Orphans, s.SSHFSMounts)
 }
 
 type tri int
@@ -119,8 +124,9 @@ type vol struct {
 	exists  tri
 	choice  int // option set it was created with (index into optionChoices)
 	mounts  map[string]int
-	markers map[string][]byte // file name → content, written while mounted
-	backend string            // dir, or tmpfs (its data goes with its last unmount)
+	markers map[string][]byte   // file name → content, written while mounted
+	backend string              // dir, tmpfs (its data goes with its last unmount) or sshfs (its data is on the server)
+	options []map[string]string // the option sets it may be created with
 	// orphan: a tmpfs left mounted with an empty ledger by a kill between
 	// mounting and recording (or recording the last unmount and unmounting).
 	// No container holds it; the next Remove or mount cycle clears it.
@@ -152,6 +158,7 @@ type Harness struct {
 	t    testing.TB
 	cfg  Config
 	d    *daemon.Daemon
+	srv  *sshd.Server
 	vols []*vol
 	cli  atomic.Pointer[client.Client]
 
@@ -180,10 +187,36 @@ var optionChoices = map[string][]map[string]string{
 	},
 }
 
-func (v *vol) choices() []map[string]string { return optionChoices[v.backend] }
+func (v *vol) choices() []map[string]string { return v.options }
+
+// sshfsChoices are sshfs option sets against srv; every sshfs volume shares
+// one remote directory, as volumes of one server may.
+func sshfsChoices(t testing.TB, srv *sshd.Server) []map[string]string {
+	base := map[string]string{"backend": "sshfs", "remote": srv.Remote(t, "storm"), "port": strconv.Itoa(srv.Port), "identity": srv.ClientKeyName}
+	with := func(kv ...string) map[string]string {
+		o := map[string]string{}
+		for k, v := range base {
+			o[k] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			o[kv[i]] = kv[i+1]
+		}
+		return o
+	}
+	return []map[string]string{base, with("mode", "0750", "uid", "1000")}
+}
 
 // path is the volume's mountpoint (and data directory) under root.
 func (v *vol) path(root string) string { return filepath.Join(root, v.backend, v.name) }
+
+// dataPath is where its markers are kept: the mountpoint, or for sshfs the
+// directory on the server.
+func (h *Harness) dataPath(v *vol) string {
+	if v.backend == "sshfs" {
+		return filepath.Join(h.srv.Data, "storm")
+	}
+	return v.path(h.d.Root)
+}
 
 // Run storms a fresh daemon and returns the figures. Violations are
 // reported with t.Errorf (the first 20) as they are found.
@@ -205,10 +238,18 @@ func Run(t testing.TB, cfg Config) Stats {
 	h.stats.Seed = cfg.Seed
 	rng := rand.New(rand.NewSource(cfg.Seed))
 	prefix := fmt.Sprintf("st%x", rng.Uint32())
+	h.srv = sshd.Start(t, sshd.Options{})
 	for i := 0; i < cfg.Names; i++ {
 		v := &vol{name: fmt.Sprintf("%s-%02d", prefix, i), mounts: map[string]int{}, markers: map[string][]byte{}, backend: "dir"}
-		if i%3 == 2 {
+		switch {
+		case i%3 == 2:
 			v.backend = "tmpfs"
+		case i%6 == 1:
+			v.backend = "sshfs"
+		}
+		v.options = optionChoices[v.backend]
+		if v.backend == "sshfs" {
+			v.options = sshfsChoices(t, h.srv)
 		}
 		for j := 0; j < 3; j++ {
 			b := make([]byte, 32)
@@ -217,10 +258,11 @@ func Run(t testing.TB, cfg Config) Stats {
 		}
 		h.vols = append(h.vols, v)
 	}
-	h.d = daemon.Start(t, daemon.Options{Args: []string{"--log-level", cfg.LogLevel, "--backends", "dir,tmpfs"}})
+	h.d = daemon.Start(t, daemon.Options{Args: []string{"--log-level", cfg.LogLevel, "--backends", "dir,tmpfs,sshfs",
+		"--ssh-keys-dir", h.srv.KeysDir, "--ssh-known-hosts", h.srv.KnownHosts}})
 	h.cli.Store(h.d.Client())
 	t.Cleanup(func() {
-		// A kill can leave tmpfs volumes mounted: stop, then unmount them
+		// A kill can leave tmpfs and sshfs volumes mounted: stop, then unmount them
 		// before the fixture removes the root.
 		h.d.Stop(t)
 		mts, _ := mounttable.Under(h.d.Root)
@@ -255,6 +297,7 @@ func (h *Harness) snapshot() Stats {
 	s.OK = atomic.LoadInt64(&h.stats.OK)
 	s.Refused = atomic.LoadInt64(&h.stats.Refused)
 	s.InDoubt = atomic.LoadInt64(&h.stats.InDoubt)
+	s.SSHFSMounts = atomic.LoadInt64(&h.stats.SSHFSMounts)
 	s.Invariants = atomic.LoadInt64(&h.stats.Invariants)
 	h.mu.Lock()
 	s.Violations = int64(len(h.viols))
@@ -431,6 +474,9 @@ func (h *Harness) op(rng *rand.Rand, v *vol) {
 			return
 		}
 		h.ok()
+		if v.backend == "sshfs" {
+			atomic.AddInt64(&h.stats.SSHFSMounts, 1)
+		}
 		v.mounts[id]++
 		v.orphan = false
 		if !h.check(resp.Mountpoint == mp, "volume %s: Mount returned %q, want %q", v.name, resp.Mountpoint, mp) {
@@ -465,6 +511,7 @@ func (h *Harness) op(rng *rand.Rand, v *vol) {
 				}
 				if v.total() == 0 {
 					v.orphan = false
+					// tmpfs data goes with the last unmount; dir and sshfs data stays.
 					if v.backend == "tmpfs" {
 						v.markers = map[string][]byte{} // discarded with the tmpfs, by design
 					}
@@ -528,6 +575,21 @@ func writeSync(path string, data []byte) error {
 	return d.Sync()
 }
 
+// entryExists reports whether p's parent lists it, without a stat of p
+// itself: on an sshfs mount that would be a round trip to the server.
+func entryExists(p string) bool {
+	entries, err := os.ReadDir(filepath.Dir(p))
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if e.Name() == filepath.Base(p) {
+			return true
+		}
+	}
+	return false
+}
+
 func exists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
@@ -551,13 +613,17 @@ func (h *Harness) verifyDown() {
 	}
 	bootID, _ := driver.ReadBootID(driver.DefaultBootIDFile)
 	onDisk := map[string]bool{} // backend/name
-	for b := range optionChoices {
+	for _, b := range []string{"dir", "tmpfs", "sshfs"} {
 		if entries, err := os.ReadDir(filepath.Join(h.d.Root, b)); err == nil {
 			for _, e := range entries {
-				onDisk[b+"/"+e.Name()] = true
+				// No volume name starts with a dot: a backend's scratch (sshfs logs).
+				if !strings.HasPrefix(e.Name(), ".") {
+					onDisk[b+"/"+e.Name()] = true
+				}
 			}
 		}
 	}
+	h.settleSSHFS()
 	known := map[string]bool{}
 	for _, v := range h.vols {
 		known[v.backend+"/"+v.name] = true
@@ -604,7 +670,7 @@ func (h *Harness) resolve(v *vol, rec *store.Volume, dirThere bool, path, bootID
 	d := v.doubt
 	v.doubt = nil
 	found := rec != nil
-	if d != nil && (d.kind == opMount || d.kind == opUnmount) && v.backend == "tmpfs" {
+	if d != nil && (d.kind == opMount || d.kind == opUnmount) && v.backend != "dir" {
 		v.orphan = true // allowed, not required: checked against the mount table
 	}
 	switch {
@@ -626,7 +692,7 @@ func (h *Harness) resolve(v *vol, rec *store.Volume, dirThere bool, path, bootID
 			v.mounts = map[string]int{}
 			return
 		}
-		if !dirThere || !h.markersIntact(v, path, false) {
+		if !dirThere || !h.markersIntact(v, h.dataPath(v), false) {
 			// The data was deleted and the kill came before the record's
 			// delete: the Remove half happened. Reconcile must report it and a
 			// retried Remove must finish it.
@@ -695,7 +761,7 @@ func (h *Harness) resolve(v *vol, rec *store.Volume, dirThere bool, path, bootID
 	}
 	if v.doubt == nil {
 		h.check(dirThere, "volume %s: record without its data directory", v.name)
-		h.markersIntact(v, path, true)
+		h.markersIntact(v, h.dataPath(v), true)
 	}
 }
 
@@ -749,10 +815,10 @@ func (h *Harness) verifyUp() {
 			h.check(err != nil && strings.Contains(err.Error(), "no such volume"), "volume %s: Get after restart of a volume that does not exist: %v", v.name, err)
 		}
 		p := v.path(h.d.Root)
-		if v.exists == yes && !exists(p) {
+		if v.exists == yes && !entryExists(p) {
 			wantMissing[v.name] = true
 		}
-		if v.exists == no && exists(p) {
+		if v.exists == no && entryExists(p) {
 			wantUnrecorded[v.name] = true
 		}
 	}
@@ -812,6 +878,25 @@ func keys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// settleSSHFS waits for sshfs processes a kill cut off mid-Mount: they
+// finish (mount, or give up) on their own, since they outlive stowage.
+func (h *Harness) settleSSHFS() {
+	deadline := time.Now().Add(40 * time.Second)
+	for _, v := range h.vols {
+		if v.backend != "sshfs" {
+			continue
+		}
+		p := v.path(h.d.Root)
+		for time.Now().Before(deadline) {
+			m, _ := mounttable.IsMountPoint(p)
+			if m || sshd.SSHFSPid(p) == 0 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 // The harness only issues options the dir backend declares.

@@ -55,6 +55,9 @@ func TestCrashStorm(t *testing.T) {
 	if *killsFlag > 0 && s.Kills < int64(*killsFlag) {
 		t.Fatalf("only %d kills, want %d", s.Kills, *killsFlag)
 	}
+	if s.SSHFSMounts == 0 {
+		t.Fatal("no sshfs volume was ever mounted: the storm did not exercise the sshfs backend")
+	}
 	if s.OK == 0 || s.InDoubt == 0 {
 		t.Fatalf("the storm proved nothing: %d operations succeeded, %d were cut by a kill", s.OK, s.InDoubt)
 	}

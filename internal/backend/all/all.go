@@ -7,6 +7,7 @@ import (
 	"github.com/stowage/stowage/internal/backend/bind"
 	"github.com/stowage/stowage/internal/backend/dir"
 	"github.com/stowage/stowage/internal/backend/image"
+	"github.com/stowage/stowage/internal/backend/sshfs"
 	"github.com/stowage/stowage/internal/backend/tmpfs"
 )
 
@@ -17,6 +18,7 @@ func Modules() []backend.Module {
 		image.Module,
 		tmpfs.Module,
 		bind.Module,
+		sshfs.Module,
 	}
 	// Empty unless built with the stowagebench tag.
 	return append(mods, benchModules()...)
