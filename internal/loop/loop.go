@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stowage/stowage/internal/devnode"
 )
 
 // attachMu serialises find-then-attach inside this process, so two
@@ -186,38 +188,14 @@ func Detach(dev string) error {
 const controlPath = "/dev/loop-control"
 
 // ensureControl makes /dev/loop-control where a container's own /dev lacks
-// it (a managed plugin: Docker puts only its default nodes there), with the
-// number sysfs gives (misc 10:237 on every kernel so far).
+// it (misc 10:237 on every kernel so far).
 func ensureControl() error {
-	num := unix.Mkdev(10, 237)
-	if b, err := os.ReadFile("/sys/class/misc/loop-control/dev"); err == nil {
-		var maj, min uint32
-		if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "%d:%d", &maj, &min); err == nil {
-			num = unix.Mkdev(maj, min)
-		}
-	}
-	if err := unix.Mknod(controlPath, unix.S_IFCHR|0o600, int(num)); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("creating %s: %w", controlPath, err)
-	}
-	return nil
+	return devnode.Ensure(controlPath, "/sys/class/misc/loop-control/dev", false, unix.Mkdev(10, 237), 0o600)
 }
 
+// ensureNode makes /dev/loopN with the number the kernel gave the device
+// (its minor is not n when max_part is set).
 func ensureNode(dev string, n int) error {
-	if _, err := os.Stat(dev); err == nil {
-		return nil
-	}
-	// No devtmpfs node (a container's own /dev): make one with the number
-	// the kernel gave the device (loop's minor is not n when max_part is
-	// set).
-	num := unix.Mkdev(7, uint32(n))
-	if b, err := os.ReadFile(filepath.Join("/sys/block", "loop"+strconv.Itoa(n), "dev")); err == nil {
-		var maj, min uint32
-		if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "%d:%d", &maj, &min); err == nil {
-			num = unix.Mkdev(maj, min)
-		}
-	}
-	if err := unix.Mknod(dev, unix.S_IFBLK|0o660, int(num)); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("creating device node %s: %w", dev, err)
-	}
-	return nil
+	name := "loop" + strconv.Itoa(n)
+	return devnode.Ensure(dev, filepath.Join("/sys/block", name, "dev"), true, unix.Mkdev(7, uint32(n)), 0o660)
 }
