@@ -132,19 +132,20 @@ plugin: build
 	cp config.json $(PLUGIN_DIR)/config.json
 	$(DOCKER) plugin create $(PLUGIN_NAME):$(PLUGIN_TAG) $(PLUGIN_DIR)
 
-## enable: create the plugin's data.source if missing (engine on this host), then docker plugin enable
+## enable: create the plugin's mount sources (data.source, ssh.source) if missing (engine on this host), then docker plugin enable
 ## Docker does not create a plugin's mount sources; runc's "no such file or directory" is all it says.
-DATA_SOURCE_FMT = {{range .Settings.Mounts}}{{if eq .Name "data"}}{{.Source}}{{end}}{{end}}
+MOUNT_SOURCES_FMT = {{range .Settings.Mounts}}{{.Name}}={{.Source}} {{end}}
 enable:
-	@src=$$($(DOCKER) plugin inspect -f '$(DATA_SOURCE_FMT)' $(PLUGIN_NAME):$(PLUGIN_TAG)) || exit 1; \
+	@srcs=$$($(DOCKER) plugin inspect -f '$(MOUNT_SOURCES_FMT)' $(PLUGIN_NAME):$(PLUGIN_TAG)) || exit 1; \
 	case "$${DOCKER_HOST:-unix://}" in \
-	  unix://*) if [ -n "$$src" ] && [ ! -d "$$src" ]; then echo "mkdir -p -m 0700 $$src"; mkdir -p -m 0700 "$$src" || true; fi;; \
+	  unix://*) for m in $$srcs; do src=$${m#*=}; \
+	    if [ -n "$$src" ] && [ ! -d "$$src" ]; then echo "mkdir -p -m 0700 $$src"; mkdir -p -m 0700 "$$src" || true; fi; done;; \
 	esac; \
 	echo "$(DOCKER) plugin enable $(PLUGIN_NAME):$(PLUGIN_TAG)"; \
 	$(DOCKER) plugin enable $(PLUGIN_NAME):$(PLUGIN_TAG) || { \
-	  echo "make enable: the plugin did not start. If the error says \"no such file or directory\" for $$src:" >&2; \
-	  echo "  create it on the engine's host (mkdir -p -m 0700 $$src), or point the plugin at a directory that exists:" >&2; \
-	  echo "  docker plugin set $(PLUGIN_NAME):$(PLUGIN_TAG) data.source=/path/to/dir; then make enable again" >&2; \
+	  echo "make enable: the plugin did not start. If the error says \"no such file or directory\" for one of its mount sources:" >&2; \
+	  for m in $$srcs; do echo "  $${m%%=*}.source: create it on the engine's host (mkdir -p -m 0700 $${m#*=}), or: docker plugin set $(PLUGIN_NAME):$(PLUGIN_TAG) $${m%%=*}.source=/path/to/dir" >&2; done; \
+	  echo "  then make enable again" >&2; \
 	  exit 1; }
 
 ## push: docker plugin push $(PLUGIN_NAME):$(PLUGIN_TAG) (name it REGISTRY/stowage)

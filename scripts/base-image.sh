@@ -11,7 +11,8 @@
 #    stale base) exists: docker load it (seconds);
 # 3. else build it: debootstrap --variant=minbase bookworm (a few minutes;
 #    needs Debian's mirror), with the backends' tools already included
-#    (e2fsprogs xfsprogs btrfs-progs util-linux) so that the Dockerfile's
+#    (e2fsprogs xfsprogs btrfs-progs util-linux sshfs openssh-client fuse3)
+#    so that the Dockerfile's
 #    apt-get step has nothing to fetch on engines without network; then
 #    docker import it and docker save it to the cache.
 # Users with a registry never need this: docker pull debian:bookworm-slim.
@@ -22,7 +23,7 @@ cd "$(dirname "$0")/.."
 IMAGE=${1:-debian:bookworm-slim}
 SUITE=${SUITE:-bookworm}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
-TOOLS=${TOOLS:-e2fsprogs,xfsprogs,btrfs-progs,util-linux}
+TOOLS=${TOOLS:-e2fsprogs,xfsprogs,btrfs-progs,util-linux,sshfs,openssh-client,fuse3}
 CACHE_DIR=${CACHE_DIR:-build/cache}
 KEY=$(printf '%s\n' "$SUITE" "$TOOLS" | sha256sum | cut -c1-12)
 CACHE="$CACHE_DIR/$(echo "$IMAGE" | tr '/:' '__')-$KEY.tar"

@@ -9,9 +9,10 @@
 //     make plugin && make enable on a fresh /var/lib again, and the message
 //     make enable gives when the data directory cannot be made.
 //   - TestManagedPluginLifecycle: containers on every backend (dir, image,
-//     tmpfs, bind) through a kill -9 of the plugin, docker plugin set, and a
-//     reinstall (disable -f, rm -f, make plugin, make enable) while they
-//     keep running; data, ledger, and docker volume rm afterwards.
+//     tmpfs, bind, sshfs against an sshd in the engine's network namespace)
+//     through a kill -9 of the plugin, docker plugin set, and a reinstall
+//     (disable -f, rm -f, make plugin, make enable) while they keep running;
+//     data, ledger, and docker volume rm afterwards.
 //
 // Cost: the Debian base image is built once per machine with debootstrap
 // (a few minutes, cached in build/cache); after that this package takes
@@ -35,6 +36,7 @@ import (
 
 	"github.com/stowage/stowage/internal/e2e/daemon"
 	"github.com/stowage/stowage/internal/e2e/engine"
+	"github.com/stowage/stowage/internal/e2e/sshd"
 	"github.com/stowage/stowage/internal/mounttable"
 )
 
@@ -507,7 +509,15 @@ func TestManagedPluginLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(shared, "f"), []byte("host data\n"), 0o644)
-	settings := []string{"data.source=" + data, "BIND_ROOTS=/data/shared"}
+	// An SSH server in the engine's network namespace, which the plugin
+	// (network host) shares; its keys and known_hosts are the ssh mount.
+	netns := fmt.Sprintf("/proc/%d/ns/net", x.enginePid())
+	if out, err := exec.Command("nsenter", "--net="+netns, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up in the engine's netns: %v %s", err, out)
+	}
+	srv := sshd.Start(t, sshd.Options{Prefix: []string{"nsenter", "--net=" + netns}, Port: 20000 + rand.Intn(20000)})
+	settings := []string{"data.source=" + data, "BIND_ROOTS=/data/shared", "ssh.source=" + srv.Dir,
+		"SSH_KEYS_DIR=/ssh/" + filepath.Base(srv.KeysDir), "SSH_KNOWN_HOSTS=/ssh/" + filepath.Base(srv.KnownHosts)}
 	x.docker(append([]string{"plugin", "set", name}, settings...)...)
 	x.make("enable", "PLUGIN_NAME="+name, "PLUGIN_TAG=latest")
 	t.Cleanup(func() { x.e.Docker("plugin", "disable", "-f", name); x.e.Docker("plugin", "rm", "-f", name) })
@@ -575,11 +585,13 @@ func TestManagedPluginLifecycle(t *testing.T) {
 	}
 
 	// Every backend, each held by a running container from here on.
-	img, tmp, bnd := daemon.RandomName("img"), daemon.RandomName("tmp"), daemon.RandomName("bnd")
+	img, tmp, bnd, ssh := daemon.RandomName("img"), daemon.RandomName("tmp"), daemon.RandomName("bnd"), daemon.RandomName("ssh")
 	x.docker("volume", "create", "-d", name, "-o", "backend=image", "-o", "size=16M", img)
 	x.docker("volume", "create", "-d", name, "-o", "backend=tmpfs", "-o", "size=8M", tmp)
 	x.docker("volume", "create", "-d", name, "-o", "backend=bind", "-o", "path=/data/shared/media", bnd)
-	holders := []holder{{"h-dir", "mv", "dir", "dir-data"}, {"h-img", img, "image", "image-data"}, {"h-tmp", tmp, "tmpfs", "tmpfs-data"}, {"h-bnd", bnd, "bind", "bind-data"}}
+	remote := srv.Remote(t, "plug")
+	x.docker("volume", "create", "-d", name, "-o", "backend=sshfs", "-o", "remote="+remote, "-o", "port="+strconv.Itoa(srv.Port), "-o", "identity="+srv.ClientKeyName, ssh)
+	holders := []holder{{"h-dir", "mv", "dir", "dir-data"}, {"h-img", img, "image", "image-data"}, {"h-tmp", tmp, "tmpfs", "tmpfs-data"}, {"h-bnd", bnd, "bind", "bind-data"}, {"h-ssh", ssh, "sshfs", "sshfs-data"}}
 	for _, h := range holders {
 		x.docker("run", "-d", "--name", h.name, "--network", "none", "-v", h.vol+":/d", x.e.Image(), "sh", "-c", "echo "+h.line+" > /d/"+h.name+"; sleep 600")
 		h := h
@@ -618,8 +630,17 @@ func TestManagedPluginLifecycle(t *testing.T) {
 		t.Fatalf("after the reinstall docker volume ls shows %q", out)
 	}
 	for _, h := range holders {
-		// The running container keeps its data and can still write.
-		if out := x.docker("exec", h.name, "sh", "-c", "echo more >> /d/"+h.name+"; cat /d/"+h.name); out != h.line+"\nmore" {
+		if h.backend == "sshfs" {
+			// Its sshfs process died with the old plugin (a plugin's
+			// processes share its fate): the running container gets
+			// ENOTCONN, never another filesystem; the data is on the server.
+			out, errOut, err := x.e.Docker("exec", h.name, "cat", "/d/"+h.name)
+			if err == nil || !strings.Contains(out+errOut, "Transport endpoint is not connected") {
+				t.Errorf("the sshfs holder after the reinstall: err %v, %q %q; want ENOTCONN", err, out, errOut)
+			}
+			os.WriteFile(filepath.Join(strings.SplitN(remote, ":", 2)[1], h.name), []byte(h.line+"\nmore\n"), 0o644)
+		} else if out := x.docker("exec", h.name, "sh", "-c", "echo more >> /d/"+h.name+"; cat /d/"+h.name); out != h.line+"\nmore" {
+			// The running container keeps its data and can still write.
 			t.Errorf("%s (%s) reads %q after the reinstall", h.name, h.backend, out)
 		}
 		if vi := x.volInspect(h.vol); vi.Status["mounts"] != float64(1) {
@@ -657,13 +678,16 @@ func TestManagedPluginLifecycle(t *testing.T) {
 	for _, h := range holders {
 		x.docker("volume", "rm", h.vol)
 	}
-	for _, p := range []string{"dir/mv", "image/" + img, "tmpfs/" + tmp} {
+	for _, p := range []string{"dir/mv", "image/" + img, "tmpfs/" + tmp, "sshfs/" + ssh} {
 		if _, err := os.Stat(filepath.Join(data, p)); !os.IsNotExist(err) {
 			t.Errorf("volume rm left %s: %v", p, err)
 		}
 	}
 	if b, err := os.ReadFile(filepath.Join(shared, "h-bnd")); err != nil || string(b) != "bind-data\nmore\n" {
 		t.Errorf("the bind volume's host data after volume rm: %q %v; it must be kept", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(strings.SplitN(remote, ":", 2)[1], "h-ssh")); err != nil || !strings.HasPrefix(string(b), "sshfs-data\n") {
+		t.Errorf("the sshfs volume's remote data after volume rm: %q %v; it must be kept", b, err)
 	}
 	if l := loopsFor("/image/" + img + "/disk.img"); l != "" {
 		t.Errorf("a loop device still backs the removed image: %s", l)

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stowage/stowage/internal/backend"
+	"github.com/stowage/stowage/internal/devnode"
 	"github.com/stowage/stowage/internal/safefs"
 )
 
@@ -111,6 +112,10 @@ func newSSHFS(env backend.Env) (backend.Backend, error) {
 	bin, err := exec.LookPath("sshfs")
 	if err != nil {
 		return nil, errors.New("the sshfs program is not installed (Debian: apt-get install sshfs)")
+	}
+	// A managed plugin's /dev has no fuse node; on a host this finds it.
+	if err := devnode.Ensure("/dev/fuse", "/sys/class/misc/fuse/dev", false, unix.Mkdev(10, 229), 0o666); err != nil {
+		return nil, fmt.Errorf("sshfs needs /dev/fuse: %v (is the fuse module loaded? modprobe fuse)", err)
 	}
 	log := env.Log
 	if log == nil {
