@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
 
 	"github.com/stowage/stowage/driver"
@@ -23,6 +25,7 @@ import (
 	"github.com/stowage/stowage/internal/config"
 	"github.com/stowage/stowage/internal/metrics"
 	"github.com/stowage/stowage/internal/store"
+	"github.com/stowage/stowage/internal/ui"
 	"github.com/stowage/stowage/plugin"
 )
 
@@ -117,7 +120,13 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		}
 	}()
 
+	if cfg.MetricsVolumeUsage && cfg.MetricsAddr == "" {
+		return errors.New("--metrics-volume-usage needs --metrics-addr: the gauges are served with the other metrics")
+	}
 	var mets *metrics.Metrics
+	// The web view, when it shares the metrics listener, answers there
+	// once the driver is ready.
+	var sharedUI *lateHandler
 	if cfg.MetricsAddr != "" {
 		mets = metrics.New(st)
 		st.CommitObserver = mets.ObserveCommit
@@ -125,9 +134,23 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		if err != nil {
 			return err
 		}
+		h := mets.Handler()
+		if cfg.UIAddr == cfg.MetricsAddr {
+			sharedUI = &lateHandler{hosts: ui.Hosts(ml), l: ml}
+			h = sharedMux(h, sharedUI)
+		}
 		// Up before reconcile, so /healthz answers and /readyz says "not yet".
-		msrv := mets.Serve(ml, log)
+		msrv := metrics.ServeHandler(ml, h, "metrics endpoint", log)
 		defer msrv.Close()
+	}
+	var uiListener net.Listener
+	if cfg.UIAddr != "" && sharedUI == nil {
+		// Listen before the slow start-up steps: a taken port or a
+		// non-loopback address fails at once.
+		if uiListener, err = metrics.ListenFor("--ui-addr", cfg.UIAddr); err != nil {
+			return err
+		}
+		defer uiListener.Close()
 	}
 
 	drv, insts, err := buildDriver(cfg, root, st, log)
@@ -161,8 +184,46 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	}
 	hopts := plugin.HandlerOptions{Log: log, Operator: operatorEndpoints(drv)}
 	hopts.Operator["Volumes"] = volumesEndpoint(st, insts)
+	var observers []plugin.Observer
 	if mets != nil {
-		hopts.Observer = mets.ObserveRequest
+		observers = append(observers, mets.ObserveRequest)
+		if cfg.MetricsVolumeUsage {
+			mets.CollectVolumeUsage(volumeUsage(insts))
+		}
+	}
+	if cfg.UIAddr != "" {
+		rec := ui.NewRecorder()
+		observers = append(observers, rec.Observe)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go rec.Run(ctx)
+		view := ui.New(ui.Config{
+			Volumes: st, BootID: drv.BootID(), Recorder: rec, Log: log,
+			Get: func(name string) (*volume.Volume, error) {
+				r, err := drv.Get(&volume.GetRequest{Name: name})
+				if err != nil {
+					return nil, err
+				}
+				return r.Volume, nil
+			},
+			Findings: func(ctx context.Context) ([]driver.Finding, error) { return uiFindings(ctx, drv, st, root) },
+		})
+		if sharedUI != nil {
+			sharedUI.set(view.Handler(sharedUI.hosts))
+		} else {
+			usrv := metrics.ServeHandler(uiListener, view.Handler(ui.Hosts(uiListener)), "web view", log)
+			defer usrv.Close()
+		}
+		log.WithFields(logrus.Fields{"addr": cfg.UIAddr, "listening": uiAddr(uiListener, sharedUI, cfg.UIAddr)}).Info("serving the web view")
+	}
+	switch len(observers) {
+	case 1:
+		hopts.Observer = observers[0]
+	case 2:
+		hopts.Observer = func(op string, err error, d time.Duration) {
+			observers[0](op, err, d)
+			observers[1](op, err, d)
+		}
 	}
 	srv := plugin.NewServer(plugin.NewHandler(drv, hopts), log)
 	done := make(chan error, 2)
