@@ -331,7 +331,9 @@ func (u *UI) view(r row) VolumeView {
 				v.Options = append(v.Options, option(n, opts[n]))
 			}
 		default:
-			v.Details = append(v.Details, option(k, fmt.Sprint(val)))
+			if opts, _ := vol.Status["options"].(map[string]string); opts[k] != fmt.Sprint(val) {
+				v.Details = append(v.Details, option(k, fmt.Sprint(val)))
+			}
 		}
 	}
 	if v.Stale > 0 {
