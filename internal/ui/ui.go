@@ -150,7 +150,13 @@ func (u *UI) current() (*snapshot, error) {
 	}
 	by := map[string]*BackendTotal{}
 	err := u.cfg.Volumes.Scan(func(v *store.Volume) error {
-		r := row{name: v.Name, backend: v.Backend, created: v.CreatedAt}
+		t := by[v.Backend]
+		if t == nil {
+			t = &BackendTotal{Backend: v.Backend}
+			by[v.Backend] = t
+		}
+		// One backend string for all its rows, not one per record.
+		r := row{name: v.Name, backend: t.Backend, created: v.CreatedAt}
 		for _, m := range v.Mounts {
 			r.mounts += m.Count
 			if m.Boot != u.cfg.BootID {
@@ -158,11 +164,6 @@ func (u *UI) current() (*snapshot, error) {
 			}
 		}
 		ns.rows = append(ns.rows, r)
-		t := by[v.Backend]
-		if t == nil {
-			t = &BackendTotal{Backend: v.Backend}
-			by[v.Backend] = t
-		}
 		t.Volumes++
 		t.Mounts += r.mounts
 		t.Stale += r.stale
