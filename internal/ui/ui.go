@@ -178,6 +178,7 @@ func (u *UI) current() (*snapshot, error) {
 	sort.Slice(ns.totals, func(i, j int) bool { return ns.totals[i].Backend < ns.totals[j].Backend })
 	u.lastCost = time.Since(began)
 	u.snap = ns
+	u.cfg.Log.WithFields(logrus.Fields{"op": "ui", "volumes": len(ns.rows), "duration": u.lastCost}).Debug("web view: volumes scanned")
 	return ns, nil
 }
 
@@ -500,7 +501,13 @@ func (u *UI) Handler(hosts []string) http.Handler {
 			w.Write(b)
 		}
 	}
-	mux.Handle("GET /{$}", file("index.html", "text/html; charset=utf-8"))
+	page := file("index.html", "text/html; charset=utf-8")
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		// Scan while the browser fetches the script: at 100 000 volumes
+		// the scan is most of the first paint.
+		go u.current()
+		page(w, r)
+	})
 	mux.Handle("GET /app.js", file("app.js", "text/javascript; charset=utf-8"))
 	mux.Handle("GET /app.css", file("app.css", "text/css; charset=utf-8"))
 	mux.Handle("GET /favicon.svg", file("favicon.svg", "image/svg+xml"))
