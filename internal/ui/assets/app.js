@@ -8,7 +8,7 @@ const COLORS = { Get: '#3b6ea5', List: '#8e44ad', Create: '#2f7d4f', Remove: '#c
   Unmount: '#c98a00', Path: '#7f8c8d', Capabilities: '#95a5a6' };
 const OTHER = ['#16a085', '#2c3e50', '#e84393', '#6c5ce7', '#00838f', '#a1887f'];
 
-const state = { offset: 0, q: '', busy: false, painted: false };
+const state = { offset: 0, q: '', busy: false, painted: false, last: [] };
 
 function $(id) { return document.getElementById(id); }
 
@@ -204,11 +204,17 @@ async function refresh() {
     const qs = new URLSearchParams({ offset: String(state.offset), limit: String(PAGE), q: state.q });
     const [s, p] = await Promise.all([getJSON('api/summary'), getJSON('api/volumes?' + qs)]);
     if (p.offset > 0 && p.offset >= p.matched) { state.offset = Math.max(0, p.matched - PAGE); }
-    renderBackends(s);
-    renderFindings(s);
-    renderFailed(s);
+    // Redraw a part only when it changed, so a selection in it survives.
+    const parts = [[renderBackends, [s.backends, s.volumes]], [renderFindings, [s.findings, s.checked_at, s.check_error]],
+      [renderFailed, s.failed], [renderVolumes, p]];
+    parts.forEach(([render, data], i) => {
+      const key = JSON.stringify(data);
+      if (state.last[i] !== key) {
+        state.last[i] = key;
+        render(render === renderVolumes ? p : s);
+      }
+    });
     renderCharts(s);
-    renderVolumes(p);
     if (!state.painted) {
       state.painted = true;
       performance.mark('stowage-first-rows'); // read by make bench-ui
