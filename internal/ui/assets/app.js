@@ -99,6 +99,7 @@ function chart(canvas, series, ops, pick, fmt) {
   ctx.lineWidth = 1;
   if (!isFinite(tmin)) { ctx.fillText('no requests yet', L, H / 2); return; }
   if (vmax === 0) vmax = 1;
+  tmin = Math.min(tmin, tmax - 60000); // at least a minute wide, so a fresh daemon's few points do not fill it
   const top = niceCeil(vmax);
   for (let i = 0; i <= 4; i++) {
     const y = T + (H - T - B) * (1 - i / 4);
@@ -123,7 +124,7 @@ function chart(canvas, series, ops, pick, fmt) {
 
 function niceCeil(v) {
   const e = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * e) return m * e;
+  for (const m of [1, 2, 4, 6, 8, 10]) if (v <= m * e) return m * e;
   return 10 * e;
 }
 
