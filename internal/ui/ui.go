@@ -560,10 +560,14 @@ func guard(hosts []string, next http.Handler) http.Handler {
 			return
 		}
 		// A page of another origin (another port on localhost is only
-		// "same-site") must not read the API, not even by a simple GET.
+		// "same-site") must not read the API, not even by a simple GET; a
+		// link followed to the page itself is fine (framing is denied).
 		switch r.Header.Get("Sec-Fetch-Site") {
 		case "", "none", "same-origin":
 		default:
+			if r.Header.Get("Sec-Fetch-Mode") == "navigate" && r.URL.Path == "/" {
+				break
+			}
 			http.Error(w, "cross-origin requests are refused", http.StatusForbidden)
 			return
 		}

@@ -145,6 +145,12 @@ func TestReadOnlyAndHeaders(t *testing.T) {
 	if w := f.get(t, "GET", "/api/volumes", map[string]string{"Sec-Fetch-Site": "same-site"}); w.Code != http.StatusForbidden {
 		t.Errorf("a same-site (other port) fetch: %d, want 403", w.Code)
 	}
+	if w := f.get(t, "GET", "/api/volumes", map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}); w.Code != http.StatusForbidden {
+		t.Errorf("a cross-site navigation to the API: %d, want 403", w.Code)
+	}
+	if w := f.get(t, "GET", "/", map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}); w.Code != http.StatusOK {
+		t.Errorf("a link followed to the page: %d, want 200", w.Code)
+	}
 	if w := f.get(t, "GET", "/api/volumes", map[string]string{"Origin": "http://evil.example"}); w.Code != http.StatusForbidden {
 		t.Errorf("a cross-origin fetch: %d, want 403", w.Code)
 	}
