@@ -114,6 +114,25 @@ func TestDashboardAndRulesQueryRealMetrics(t *testing.T) {
 	if resp, _ := get(t, "http://"+addr+"/healthz"); resp.StatusCode != 200 {
 		t.Errorf("/healthz on the shared listener: %d", resp.StatusCode)
 	}
+	// Read-only, and only for its own Host, on the real listener too.
+	for _, m := range []string{"POST", "PUT", "DELETE"} {
+		req, _ := http.NewRequest(m, "http://"+addr+"/api/volumes", strings.NewReader("{}"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed {
+			t.Errorf("%s /api/volumes: %d, want 405", m, resp.StatusCode)
+		}
+	}
+	req, _ := http.NewRequest("GET", "http://"+addr+"/api/summary", nil)
+	req.Host = "rebound.example:" + addr[strings.LastIndexByte(addr, ':')+1:]
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("GET with a foreign Host: %v %v, want 403", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 
 	// Every metric the dashboard and the rules name is exported.
 	var exprs []string
