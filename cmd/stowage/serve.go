@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
 
 	"github.com/stowage/stowage/driver"
@@ -87,6 +86,9 @@ func defaultBackends(reg *backend.Registry, cfg *config.Serve) []string {
 
 func serve(cfg *config.Serve, log *logrus.Logger) error {
 	start := time.Now()
+	if cfg.MetricsVolumeUsage && cfg.MetricsAddr == "" {
+		return errors.New("--metrics-volume-usage needs --metrics-addr: the gauges are served with the other metrics")
+	}
 	root, err := filepath.Abs(cfg.Root)
 	if err != nil {
 		return fmt.Errorf("--root %q: %w", cfg.Root, err)
@@ -120,9 +122,6 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		}
 	}()
 
-	if cfg.MetricsVolumeUsage && cfg.MetricsAddr == "" {
-		return errors.New("--metrics-volume-usage needs --metrics-addr: the gauges are served with the other metrics")
-	}
 	var mets *metrics.Metrics
 	// The web view, when it shares the metrics listener, answers there
 	// once the driver is ready.
@@ -192,29 +191,9 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		}
 	}
 	if cfg.UIAddr != "" {
-		rec := ui.NewRecorder()
-		observers = append(observers, rec.Observe)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go rec.Run(ctx)
-		view := ui.New(ui.Config{
-			Volumes: st, BootID: drv.BootID(), Recorder: rec, Log: log,
-			Get: func(name string) (*volume.Volume, error) {
-				r, err := drv.Get(&volume.GetRequest{Name: name})
-				if err != nil {
-					return nil, err
-				}
-				return r.Volume, nil
-			},
-			Findings: func(ctx context.Context) ([]driver.Finding, error) { return uiFindings(ctx, drv, st, root) },
-		})
-		if sharedUI != nil {
-			sharedUI.set(view.Handler(sharedUI.hosts))
-		} else {
-			usrv := metrics.ServeHandler(uiListener, view.Handler(ui.Hosts(uiListener)), "web view", log)
-			defer usrv.Close()
-		}
-		log.WithFields(logrus.Fields{"addr": cfg.UIAddr, "listening": uiAddr(uiListener, sharedUI, cfg.UIAddr)}).Info("serving the web view")
+		obs, stop := startUI(cfg, drv, st, root, uiListener, sharedUI, log)
+		defer stop()
+		observers = append(observers, obs)
 	}
 	switch len(observers) {
 	case 1:

@@ -6,11 +6,50 @@ import (
 	"net/http"
 	"sync/atomic"
 
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+
 	"github.com/stowage/stowage/driver"
 	"github.com/stowage/stowage/internal/backend"
+	"github.com/stowage/stowage/internal/config"
 	"github.com/stowage/stowage/internal/metrics"
 	"github.com/stowage/stowage/internal/store"
+	"github.com/stowage/stowage/internal/ui"
+	"github.com/stowage/stowage/plugin"
 )
+
+// startUI serves the web view on l, or on the metrics listener when
+// shared; it returns the request observer that feeds it, and stop.
+func startUI(cfg *config.Serve, drv *driver.Driver, st *store.Store, root string, l net.Listener, shared *lateHandler, log logrus.FieldLogger) (plugin.Observer, func()) {
+	rec := ui.NewRecorder()
+	ctx, cancel := context.WithCancel(context.Background())
+	go rec.Run(ctx)
+	view := ui.New(ui.Config{
+		Volumes: st, BootID: drv.BootID(), Recorder: rec, Log: log,
+		Get: func(name string) (*volume.Volume, error) {
+			r, err := drv.Get(&volume.GetRequest{Name: name})
+			if err != nil {
+				return nil, err
+			}
+			return r.Volume, nil
+		},
+		Findings: func(ctx context.Context) ([]driver.Finding, error) { return uiFindings(ctx, drv, st, root) },
+	})
+	stop := cancel
+	if shared != nil {
+		shared.set(view.Handler(shared.hosts))
+		l = shared.l
+	} else {
+		srv := metrics.ServeHandler(l, view.Handler(ui.Hosts(l)), "web view", log)
+		stop = func() { srv.Close(); cancel() }
+	}
+	at := cfg.UIAddr
+	if _, ok := l.Addr().(*net.TCPAddr); ok {
+		at = l.Addr().String() // the real port when :0 was asked
+	}
+	log.WithFields(logrus.Fields{"addr": cfg.UIAddr, "listening": at}).Info("serving the web view")
+	return rec.Observe, stop
+}
 
 // lateHandler is the web view on the metrics listener: that listener is up
 // before reconcile (for /healthz), the view only once the driver is.
@@ -38,17 +77,6 @@ func sharedMux(mets http.Handler, view http.Handler) http.Handler {
 	}
 	mux.Handle("/", view)
 	return mux
-}
-
-// uiAddr is where the web view listens: the real port when :0 was asked.
-func uiAddr(l net.Listener, shared *lateHandler, asked string) string {
-	if shared != nil {
-		l = shared.l
-	}
-	if _, ok := l.Addr().(*net.TCPAddr); ok {
-		return l.Addr().String()
-	}
-	return asked
 }
 
 // uiFindings are doctor's findings as the daemon sees them: the driver's
