@@ -268,6 +268,10 @@ func TestWebView(t *testing.T) {
 	}
 	t.Logf("screenshot: %s", filepath.Join(out, "screenshot.png"))
 
+	// While stowage still answers: else the engine's cleanup waits out
+	// dockerd's retries of the holder's Unmount.
+	e.MustDocker(t, "rm", "-f", "holder-"+suffix)
+
 	if p := b.problems(); len(p) > 0 {
 		t.Errorf("the browser reported:\n%s", strings.Join(p, "\n"))
 	}
