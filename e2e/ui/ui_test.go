@@ -114,6 +114,12 @@ func eval[T any](t *testing.T, b *browser, js string) T {
 	return v
 }
 
+// eval0 runs JS for its effect.
+func (b *browser) eval0(t *testing.T, js string) {
+	t.Helper()
+	eval[any](t, b, js+", true")
+}
+
 // waitJS polls a boolean JS expression until it holds; it reports how long
 // that took.
 func (b *browser) waitJS(t *testing.T, what, js string, within time.Duration) time.Duration {
@@ -236,6 +242,12 @@ func TestWebView(t *testing.T) {
 	if !strings.Contains(meaning, "before the last reboot") || !strings.Contains(meaning, "stowage release "+held) {
 		t.Errorf("the finding does not say what it means and what to do:\n%s", meaning)
 	}
+
+	// The name filter asks the server for matching names only.
+	b.do(t, chromedp.SendKeys(chromedp.CSS("#filter"), "ui-img-"))
+	b.waitJS(t, "only "+img+" under the filter", `document.querySelectorAll('#volumes tbody tr').length === 1 && `+row(img), 15*time.Second)
+	b.eval0(t, `(() => { const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input')); })()`)
+	b.waitJS(t, "every volume again", `document.querySelectorAll('#volumes tbody tr').length === 3`, 15*time.Second)
 
 	// A refused create is listed among the failed requests, with its error.
 	if _, _, err := e.Docker("volume", "create", "-d", d.Name, "-o", "backend=image", "-o", "size=lots", "ui-bad-"+suffix); err == nil {
