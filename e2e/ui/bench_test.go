@@ -17,6 +17,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -103,6 +104,7 @@ func TestBenchUI(t *testing.T) {
 	gets(t, c, r, n, 500) // warm up
 
 	closed := gets(t, c, r, n, k)
+	rssClosed := rss(t, d.Name)
 
 	// First paint: from the start of navigation to the first 50 rows
 	// drawn (the page's own performance mark), each load right after a
@@ -128,8 +130,10 @@ func TestBenchUI(t *testing.T) {
 	if n := eval[int](t, b, `document.querySelectorAll('#volumes tbody tr').length`); n != 50 {
 		t.Fatalf("%d rows on the first page", n)
 	}
+	openedAt := time.Now()
 	time.Sleep(3 * time.Second) // the page polls every second from here on
 	open := gets(t, c, r, n, k)
+	rssOpen := rss(t, d.Name)
 
 	// A created volume on the open page: names starting with "a" sort
 	// before every "v…", so it shows on the first page.
@@ -173,9 +177,31 @@ func TestBenchUI(t *testing.T) {
 	t.Logf("| not open | %.3f | %.3f |", pct(closed, .5), pct(closed, .99))
 	t.Logf("| open, polling every 1 s | %.3f | %.3f |", pct(open, .5), pct(open, .99))
 	t.Logf("| open, 4 creates/s (rescans) | %.3f | %.3f |", pct(churn, .5), pct(churn, .99))
+	t.Logf("daemon VmRSS: %.1f MiB before the page was opened, %.1f MiB after %d s with it open (doctor's check included)", rssClosed, rssOpen, int(time.Since(openedAt).Seconds()))
 	t.Logf("a created volume appeared on the open page after: p50 %.0f ms, max %.0f ms of %d", pct(appear, .5), pct(appear, 1), len(appear))
 	t.Logf("/api/volumes (50 rows): p50 %.0f ms right after a change (rescan of the names), %.0f ms otherwise", pct(rescan, .5), pct(cached, .5))
 	t.Logf("first paint (navigation start to 50 rows drawn) at N=%d: p50 %.0f ms, max %.0f ms of %d loads; the page counted %.0f volumes at the end (%d created meanwhile)", n, pct(paints, .5), pct(paints, 1), len(paints), total, created)
+}
+
+// rss is the VmRSS (MiB) of the stowage serving socket name.
+func rss(t *testing.T, name string) float64 {
+	t.Helper()
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		cmd, err := os.ReadFile("/proc/" + p.Name() + "/cmdline")
+		if err != nil || !strings.Contains(string(cmd), "\x00serve\x00") || !strings.Contains(string(cmd), "\x00"+name+"\x00") {
+			continue
+		}
+		st, _ := os.ReadFile("/proc/" + p.Name() + "/status")
+		for _, line := range strings.Split(string(st), "\n") {
+			if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				return kb / 1024
+			}
+		}
+	}
+	t.Fatalf("no stowage serve process for %s", name)
+	return 0
 }
 
 func apiGet(t *testing.T, url string) time.Duration {
