@@ -19,7 +19,7 @@ FUZZTIME ?= 4s
 SOAK_TIME ?= 35m
 SOAK_SEED ?= 20261121
 
-.PHONY: all build run test unit e2e vet fmt clean bench fuzz storm soak
+.PHONY: all build run test unit e2e vet fmt clean bench bench-ui fuzz storm soak
 
 # Managed plugin (see README "Install"). DOCKER_HOST picks the engine.
 DOCKER      ?= docker
@@ -116,6 +116,13 @@ bench:
 	STOWAGE_BENCH_BIN=$(abspath build/bench/stowage) STOWAGE_BENCH_FLOOR=$(abspath build/bench/stowage-bench) \
 	STOWAGE_BENCH_OUT=$(abspath build/bench) STOWAGE_BENCH_DOC=$(abspath BENCHMARKS.md) \
 	$(GO) test -tags stowagebench -count=1 -run '^TestBench$$' -timeout 20m -v ./cmd/stowage-bench
+
+## bench-ui: the web view's cost to the daemon: Get p50/p99 at UIBENCH_N volumes
+## with no page open, with it open in chromium, and open while volumes are
+## created; and the page's first paint (figures in BENCHMARKS.md, by hand)
+UIBENCH_N ?= 100000
+bench-ui: build
+	STOWAGE_BIN=$(abspath $(BIN)) STOWAGE_UIBENCH_N=$(UIBENCH_N) $(GO) test -tags stowagebench -count=1 -timeout 30m -v -run '^TestBenchUI$$' ./e2e/ui
 
 ## base-image: make sure the engine has $(BASE_IMAGE) without pulling (debootstrap, cached in build/cache)
 base-image:

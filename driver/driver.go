@@ -86,6 +86,10 @@ func New(cfg Config) (*Driver, error) {
 	return &Driver{cfg: cfg, locks: newKeyedMutex(), log: cfg.Log}, nil
 }
 
+// BootID is the boot this driver dates ledger entries with: an entry of
+// another boot is stale.
+func (d *Driver) BootID() string { return d.cfg.BootID }
+
 // DefaultBootIDFile is where the kernel publishes its boot ID.
 const DefaultBootIDFile = "/proc/sys/kernel/random/boot_id"
 

@@ -46,9 +46,23 @@ type Report struct {
 // Reconcile compares the records with the backends' storage and the ledger
 // with this boot. It only reads and reports: data that looks orphaned may be
 // a user's, and a record is a promise made to Docker. Running it twice gives
-// the same report.
+// the same report. Each finding is logged.
 func (d *Driver) Reconcile(ctx context.Context) (Report, error) {
 	start := time.Now()
+	rep, err := d.Check(ctx)
+	if err != nil {
+		return rep, err
+	}
+	for _, f := range rep.Findings {
+		d.log.WithFields(logrus.Fields{"op": "reconcile", "kind": f.Kind, "volume": f.Volume, "backend": f.Backend, "mount_id": f.MountID}).Warn(f.Detail)
+	}
+	d.log.WithFields(logrus.Fields{"op": "reconcile", "volumes": rep.Volumes, "findings": len(rep.Findings), "duration": time.Since(start)}).Info("state reconciled")
+	return rep, nil
+}
+
+// Check is Reconcile without the log lines, for a view that asks again and
+// again (the web view) and must not fill the log with the same findings.
+func (d *Driver) Check(ctx context.Context) (Report, error) {
 	vols, err := d.cfg.Store.List()
 	if err != nil {
 		return Report{}, fmt.Errorf("reading the state: %w", err)
@@ -106,10 +120,6 @@ func (d *Driver) Reconcile(ctx context.Context) (Report, error) {
 		}
 		return a.MountID < b.MountID
 	})
-	for _, f := range rep.Findings {
-		d.log.WithFields(logrus.Fields{"op": "reconcile", "kind": f.Kind, "volume": f.Volume, "backend": f.Backend, "mount_id": f.MountID}).Warn(f.Detail)
-	}
-	d.log.WithFields(logrus.Fields{"op": "reconcile", "volumes": rep.Volumes, "findings": len(rep.Findings), "duration": time.Since(start)}).Info("state reconciled")
 	return rep, nil
 }
 

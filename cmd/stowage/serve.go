@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 	"github.com/stowage/stowage/internal/config"
 	"github.com/stowage/stowage/internal/metrics"
 	"github.com/stowage/stowage/internal/store"
+	"github.com/stowage/stowage/internal/ui"
 	"github.com/stowage/stowage/plugin"
 )
 
@@ -85,6 +87,9 @@ func defaultBackends(reg *backend.Registry, cfg *config.Serve) []string {
 
 func serve(cfg *config.Serve, log *logrus.Logger) error {
 	start := time.Now()
+	if cfg.MetricsVolumeUsage && cfg.MetricsAddr == "" {
+		return errors.New("--metrics-volume-usage needs --metrics-addr: the gauges are served with the other metrics")
+	}
 	root, err := filepath.Abs(cfg.Root)
 	if err != nil {
 		return fmt.Errorf("--root %q: %w", cfg.Root, err)
@@ -119,6 +124,9 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	}()
 
 	var mets *metrics.Metrics
+	// The web view, when it shares the metrics listener, answers there
+	// once the driver is ready.
+	var sharedUI *lateHandler
 	if cfg.MetricsAddr != "" {
 		mets = metrics.New(st)
 		st.CommitObserver = mets.ObserveCommit
@@ -126,9 +134,23 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		if err != nil {
 			return err
 		}
+		h := mets.Handler()
+		if cfg.UIAddr == cfg.MetricsAddr {
+			sharedUI = &lateHandler{hosts: ui.Hosts(ml), l: ml}
+			h = sharedMux(h, sharedUI)
+		}
 		// Up before reconcile, so /healthz answers and /readyz says "not yet".
-		msrv := mets.Serve(ml, log)
+		msrv := metrics.ServeHandler(ml, h, "metrics endpoint", log)
 		defer msrv.Close()
+	}
+	var uiListener net.Listener
+	if cfg.UIAddr != "" && sharedUI == nil {
+		// Listen before the slow start-up steps: a taken port or a
+		// non-loopback address fails at once.
+		if uiListener, err = metrics.ListenFor("--ui-addr", cfg.UIAddr); err != nil {
+			return err
+		}
+		defer uiListener.Close()
 	}
 
 	drv, insts, err := buildDriver(cfg, root, st, log)
@@ -162,8 +184,26 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	}
 	hopts := plugin.HandlerOptions{Log: log, Operator: operatorEndpoints(drv)}
 	hopts.Operator["Volumes"] = volumesEndpoint(st, insts)
+	var observers []plugin.Observer
 	if mets != nil {
-		hopts.Observer = mets.ObserveRequest
+		observers = append(observers, mets.ObserveRequest)
+		if cfg.MetricsVolumeUsage {
+			mets.CollectVolumeUsage(volumeUsage(insts))
+		}
+	}
+	if cfg.UIAddr != "" {
+		obs, stop := startUI(cfg, drv, st, root, uiListener, sharedUI, log)
+		defer stop()
+		observers = append(observers, obs)
+	}
+	switch len(observers) {
+	case 1:
+		hopts.Observer = observers[0]
+	case 2:
+		hopts.Observer = func(op string, err error, d time.Duration) {
+			observers[0](op, err, d)
+			observers[1](op, err, d)
+		}
 	}
 	srv := plugin.NewServer(plugin.NewHandler(drv, hopts), log)
 	done := make(chan error, 2)

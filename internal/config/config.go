@@ -45,6 +45,9 @@ type Serve struct {
 	SpecDir     string
 	// Issue 4: where the kernel boot ID is read (tests simulate a reboot).
 	BootIDFile string
+	// Issue 13: the web view, and per-volume usage gauges.
+	UIAddr             string
+	MetricsVolumeUsage bool
 }
 
 // EnvName is the environment twin of a flag: --log-level → STOWAGE_LOG_LEVEL.
@@ -105,6 +108,20 @@ func (b *Binder) Duration(p *time.Duration, name string, def time.Duration, help
 	b.FS.DurationVar(p, name, def, help+" (env "+EnvName(name)+")")
 }
 
+// Bool binds a boolean flag; its environment twin takes strconv's forms
+// (1, true, 0, false, …).
+func (b *Binder) Bool(p *bool, name string, def bool, help string) {
+	if env, v, ok := b.lookup(name); ok {
+		x, err := strconv.ParseBool(v)
+		if err != nil {
+			b.errs = append(b.errs, fmt.Sprintf("%s=%q: use true or false", env, v))
+		} else {
+			def = x
+		}
+	}
+	b.FS.BoolVar(p, name, def, help+" (env "+EnvName(name)+")")
+}
+
 // Err reports bad environment values.
 func (b *Binder) Err() error {
 	if len(b.errs) == 0 {
@@ -135,6 +152,8 @@ func (c *Serve) Bind(b *Binder) {
 	b.String(&c.TLSKey, "tls-key", "", "server key (PEM) for --tcp-addr")
 	b.String(&c.TLSCA, "tls-ca", "", "CA (PEM) that client certificates must chain to, for --tcp-addr")
 	b.String(&c.SpecDir, "spec-dir", "/etc/docker/plugins", "where --tcp-addr writes NAME.json for dockerd's plugin discovery")
+	b.String(&c.UIAddr, "ui-addr", "", "serve the read-only web view of volumes, usage and health on a loopback HOST:PORT or unix:/path; may equal --metrics-addr to share its listener (default: off)")
+	b.Bool(&c.MetricsVolumeUsage, "metrics-volume-usage", false, "with --metrics-addr, also export stowage_volume_used_bytes and stowage_volume_size_limit_bytes per volume (two series per volume; read at scrape time with statfs or a quota query)")
 	b.String(&c.BootIDFile, "boot-id-file", "/proc/sys/kernel/random/boot_id", "file holding the kernel boot ID that dates mount-ledger entries; change it only for testing or in containers")
 }
 

@@ -37,6 +37,7 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	commit   prometheus.Histogram
+	lister   Lister
 
 	ready atomic.Bool
 }
@@ -45,6 +46,7 @@ type Metrics struct {
 // scrape time from l, so requests never pay for them.
 func New(l Lister) *Metrics {
 	m := &Metrics{
+		lister:   l,
 		Registry: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stowage_requests_total",
@@ -136,57 +138,63 @@ func (m *Metrics) Handler() http.Handler {
 // Listen parses --metrics-addr and listens: "unix:/path" for a unix socket
 // (mode 0600), or HOST:PORT where HOST must be a loopback address. Metrics
 // name volumes' backends and counts: they are not for the network.
-func Listen(addr string) (net.Listener, error) {
+func Listen(addr string) (net.Listener, error) { return ListenFor("--metrics-addr", addr) }
+
+// ListenFor is Listen for the flag named flagName (errors name it), so
+// every private listener (metrics, the web view) is refused alike.
+func ListenFor(flagName, addr string) (net.Listener, error) {
 	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
 		if !filepath.IsAbs(p) {
-			return nil, fmt.Errorf("--metrics-addr %q: a unix socket needs an absolute path (unix:/run/stowage-metrics.sock)", addr)
+			return nil, fmt.Errorf("%s %q: a unix socket needs an absolute path (unix:/run/stowage-metrics.sock)", flagName, addr)
 		}
 		if fi, err := os.Lstat(p); err == nil {
 			if fi.Mode()&os.ModeSocket == 0 {
-				return nil, fmt.Errorf("--metrics-addr %q: %s exists and is not a socket; stowage will not replace it", addr, p)
+				return nil, fmt.Errorf("%s %q: %s exists and is not a socket; stowage will not replace it", flagName, addr, p)
 			}
 			if c, err := net.DialTimeout("unix", p, time.Second); err == nil {
 				c.Close()
-				return nil, fmt.Errorf("--metrics-addr %q: a live process answers on %s", addr, p)
+				return nil, fmt.Errorf("%s %q: a live process answers on %s", flagName, addr, p)
 			}
 			os.Remove(p)
 		}
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return nil, fmt.Errorf("--metrics-addr %q: %w", addr, err)
+			return nil, fmt.Errorf("%s %q: %w", flagName, addr, err)
 		}
 		l, err := net.Listen("unix", p)
 		if err != nil {
-			return nil, fmt.Errorf("--metrics-addr %q: %w", addr, err)
+			return nil, fmt.Errorf("%s %q: %w", flagName, addr, err)
 		}
 		if err := os.Chmod(p, 0o600); err != nil {
 			l.Close()
-			return nil, fmt.Errorf("--metrics-addr %q: %w", addr, err)
+			return nil, fmt.Errorf("%s %q: %w", flagName, addr, err)
 		}
 		return l, nil
 	}
-	if err := CheckLoopback(addr); err != nil {
+	if err := checkLoopback(flagName, addr); err != nil {
 		return nil, err
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--metrics-addr %q: %w", addr, err)
+		return nil, fmt.Errorf("%s %q: %w", flagName, addr, err)
 	}
 	return l, nil
 }
 
 // CheckLoopback accepts HOST:PORT only when HOST is a loopback IP or
 // "localhost".
-func CheckLoopback(addr string) error {
+func CheckLoopback(addr string) error { return checkLoopback("--metrics-addr", addr) }
+
+func checkLoopback(flagName, addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("--metrics-addr %q: use 127.0.0.1:PORT, [::1]:PORT or unix:/path (%v)", addr, err)
+		return fmt.Errorf("%s %q: use 127.0.0.1:PORT, [::1]:PORT or unix:/path (%v)", flagName, addr, err)
 	}
 	if host == "localhost" {
 		return nil
 	}
 	ip := net.ParseIP(host)
 	if ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("--metrics-addr %q: only loopback addresses (127.0.0.1, ::1) or unix:/path are allowed; put a proxy in front to publish metrics", addr)
+		return fmt.Errorf("%s %q: only loopback addresses (127.0.0.1, ::1) or unix:/path are allowed; put a proxy in front to publish it", flagName, addr)
 	}
 	return nil
 }
@@ -200,13 +208,19 @@ type Server struct {
 
 // Serve starts serving m on l in the background.
 func (m *Metrics) Serve(l net.Listener, log logrus.FieldLogger) *Server {
+	return ServeHandler(l, m.Handler(), "metrics endpoint", log)
+}
+
+// ServeHandler serves h on l in the background, with the metrics
+// endpoint's timeouts; what names the endpoint in the log.
+func ServeHandler(l net.Listener, h http.Handler, what string, log logrus.FieldLogger) *Server {
 	s := &Server{l: l, done: make(chan struct{}), srv: &http.Server{
-		Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
+		Handler: h, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
 	}}
 	go func() {
 		defer close(s.done)
 		if err := s.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.WithError(err).Error("metrics endpoint stopped")
+			log.WithError(err).Error(what + " stopped")
 		}
 	}()
 	return s
