@@ -127,23 +127,11 @@ func (b *Bind) marker(name string) string { return filepath.Join(b.dir, name) }
 // Create resolves and checks the path, refuses overlap with another bind
 // volume, applies ownership only if asked, and records the resolved path.
 func (b *Bind) Create(_ context.Context, vol *backend.Volume, opts backend.Options) error {
-	res, err := b.Resolve(opts["path"])
-	if err != nil {
-		return err
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	adopted, err := b.adopted()
+	res, err := b.admissible(vol.Name, opts["path"])
 	if err != nil {
 		return err
-	}
-	for name, p := range adopted {
-		if overlaps(res, p) {
-			return fmt.Errorf("path %s overlaps %s, adopted by volume %q; two volumes must not share host data", res, p, name)
-		}
-	}
-	if _, err := os.Lstat(b.marker(vol.Name)); err == nil {
-		return fmt.Errorf("a leftover marker %s exists; remove it, then create the volume again", b.marker(vol.Name))
 	}
 	// No volume name starts with a dot, so the temporary file can never be
 	// taken for, or overwrite, another volume's marker.
@@ -169,11 +157,37 @@ func (b *Bind) Create(_ context.Context, vol *backend.Volume, opts backend.Optio
 
 // Occupied refuses what Create would refuse: a leftover marker. Undoing a
 // cut bind Create deletes only the marker, never the host path.
+//
+// It also refuses every path Create would, so that a refused Create records
+// no intent and leaves the state file byte-identical.
 func (b *Bind) Occupied(vol *backend.Volume) error {
-	if _, err := os.Lstat(b.marker(vol.Name)); err == nil {
-		return fmt.Errorf("a leftover marker %s exists; remove it, then create the volume again", b.marker(vol.Name))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, err := b.admissible(vol.Name, vol.Options["path"])
+	return err
+}
+
+// admissible resolves path and checks that name may adopt it: inside a
+// root, overlapping no other bind volume, no leftover marker. It only reads;
+// the caller holds b.mu.
+func (b *Bind) admissible(name, path string) (string, error) {
+	res, err := b.Resolve(path)
+	if err != nil {
+		return "", err
 	}
-	return nil
+	adopted, err := b.adopted()
+	if err != nil {
+		return "", err
+	}
+	for other, p := range adopted {
+		if overlaps(res, p) {
+			return "", fmt.Errorf("path %s overlaps %s, adopted by volume %q; two volumes must not share host data", res, p, other)
+		}
+	}
+	if _, err := os.Lstat(b.marker(name)); err == nil {
+		return "", fmt.Errorf("a leftover marker %s exists; remove it, then create the volume again", b.marker(name))
+	}
+	return res, nil
 }
 
 // adopted reads the markers: volume name → adopted path.
