@@ -532,8 +532,8 @@ func (d *Driver) WriteList(w io.Writer) error {
 
 // listElement is vol's element of List's answer, exactly as encoding/json
 // writes a volume.Volume with Name, Mountpoint and CreatedAt.
-func (d *Driver) listElement(v *store.Volume) []byte {
-	buf := appendJSONString(append(make([]byte, 0, 128), `{"Name":`...), v.Name)
+func (d *Driver) listElement(buf []byte, v *store.Volume) []byte {
+	buf = appendJSONString(append(buf, `{"Name":`...), v.Name)
 	if mp := d.mountpoint(v); mp != "" {
 		buf = appendJSONString(append(buf, `,"Mountpoint":`...), mp)
 	}

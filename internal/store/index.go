@@ -38,6 +38,15 @@ func newEntry(name string, rec, list []byte) entry {
 	return entry{b: b, name: uint32(len(name)), rec: uint32(len(name) + len(rec))}
 }
 
+// renderEntry is newEntry with the List element rendered in place: one
+// allocation at start-up for each of 100 000 records, not two.
+func renderEntry(name string, rec []byte, vol *Volume, r ListRenderer) entry {
+	b := make([]byte, 0, len(name)+len(rec)+len(name)+96)
+	b = append(append(b, name...), rec...)
+	b = r(b, vol)
+	return entry{b: b, name: uint32(len(name)), rec: uint32(len(name) + len(rec))}
+}
+
 func (e entry) key() []byte     { return e.b[:e.name] }
 func (e entry) record() []byte  { return e.b[e.name:e.rec] }
 func (e entry) listing() []byte { return e.b[e.rec:] }

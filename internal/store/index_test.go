@@ -207,7 +207,7 @@ func TestIndexKeepsTheOldRecordWhenTheCommitFails(t *testing.T) {
 func TestGetDuringCommitsIsNeverTorn(t *testing.T) {
 	s, _ := openTemp(t)
 	defer s.Close()
-	if err := s.SetListRenderer(func(v *Volume) []byte { return []byte(v.Options["a"]) }); err != nil {
+	if err := s.SetListRenderer(func(b []byte, v *Volume) []byte { return append(b, v.Options["a"]...) }); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 8; i++ {

@@ -132,10 +132,10 @@ type call struct {
 	done  chan error
 }
 
-// ListRenderer makes the element a List answer holds for a volume. It must
-// be cheap and pure: it runs for every record at SetListRenderer and for
-// every committed change.
-type ListRenderer func(*Volume) []byte
+// ListRenderer appends to dst the element a List answer holds for a volume.
+// It must be cheap and pure: it runs for every record at SetListRenderer and
+// for every committed change.
+type ListRenderer func(dst []byte, vol *Volume) []byte
 
 // Options tune Open.
 type Options struct {
@@ -409,7 +409,7 @@ func (s *Store) SetListRenderer(r ListRenderer) error {
 			if err != nil {
 				return err
 			}
-			c[i] = newEntry(vol.Name, e.record(), r(vol))
+			c[i] = renderEntry(vol.Name, e.record(), vol, r)
 		}
 	}
 	return nil
@@ -417,11 +417,10 @@ func (s *Store) SetListRenderer(r ListRenderer) error {
 
 // entryFor makes vol's index entry from its committed bytes.
 func (s *Store) entryFor(vol *Volume, data []byte) entry {
-	var list []byte
 	if r := s.render.Load(); r != nil {
-		list = (*r)(vol)
+		return renderEntry(vol.Name, data, vol, *r)
 	}
-	return newEntry(vol.Name, data, list)
+	return newEntry(vol.Name, data, nil)
 }
 
 // Create stores a new record; ErrExists if the name is taken.
