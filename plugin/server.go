@@ -94,7 +94,9 @@ var defaultLimits = limits{New: 10 * time.Second, Idle: 120 * time.Second, Activ
 
 // NewServer serves h, cutting connections of slow or stuck clients (see
 // limits) so they cannot hold the daemon.
-func NewServer(h http.Handler, log logrus.FieldLogger) *Server { return newServer(h, log, defaultLimits) }
+func NewServer(h http.Handler, log logrus.FieldLogger) *Server {
+	return newServer(h, log, defaultLimits)
+}
 
 func newServer(h http.Handler, log logrus.FieldLogger, l limits) *Server {
 	dog := newWatchdog(l)

@@ -136,22 +136,22 @@ type Level struct {
 	Stowage         Side    `json:"stowage"`
 	Floor           Side    `json:"floor"`
 	// Peer is rclone serve docker, at N up to the peer maximum only.
-	Peer     *Side `json:"peer,omitempty"`
+	Peer *Side `json:"peer,omitempty"`
 	// PeerReadyS: the peer's start with N volumes in its state file.
 	PeerReadyS float64 `json:"peer_start_to_ready_s,omitempty"`
 	// Fsync is a 4 KiB write + fdatasync in stowage's root, one sample
 	// beside every Mount+Unmount pair, so it sees the same load.
-	Fsync Dist `json:"fdatasync_4k"`
-	ReadyMs         float64 `json:"start_to_ready_ms"`
-	RSSStartMiB     float64 `json:"rss_after_start_mib"`
-	RSSListMiB      float64 `json:"rss_after_list_mib"`
-	HWMMiB          float64 `json:"rss_peak_mib"`
-	AnonStartMiB    float64 `json:"rss_anon_after_start_mib"`
-	AnonListMiB     float64 `json:"rss_anon_after_list_mib"`
-	FileListMiB     float64 `json:"rss_file_after_list_mib"`
-	StateFileMiB    float64 `json:"state_file_mib"`
-	BusyGet         Dist    `json:"busy_get"`
-	BusyCreateS     float64 `json:"busy_create_s"`
+	Fsync        Dist    `json:"fdatasync_4k"`
+	ReadyMs      float64 `json:"start_to_ready_ms"`
+	RSSStartMiB  float64 `json:"rss_after_start_mib"`
+	RSSListMiB   float64 `json:"rss_after_list_mib"`
+	HWMMiB       float64 `json:"rss_peak_mib"`
+	AnonStartMiB float64 `json:"rss_anon_after_start_mib"`
+	AnonListMiB  float64 `json:"rss_anon_after_list_mib"`
+	FileListMiB  float64 `json:"rss_file_after_list_mib"`
+	StateFileMiB float64 `json:"state_file_mib"`
+	BusyGet      Dist    `json:"busy_get"`
+	BusyCreateS  float64 `json:"busy_create_s"`
 }
 
 // DockerCmp is the Docker API create+rm pair per driver.
@@ -181,14 +181,14 @@ type Results struct {
 type proc struct {
 	name, sock string
 	// opts are the Create options this driver needs (the peer: where).
-	opts       func(name string) map[string]string
-	peerDir    string
-	args       []string
-	bin        string
-	logPath    string
-	cmd        *exec.Cmd
-	done       chan struct{}
-	c          *client.Client
+	opts    func(name string) map[string]string
+	peerDir string
+	args    []string
+	bin     string
+	logPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	c       *client.Client
 }
 
 func startProc(t *testing.T, p *proc) time.Duration {
