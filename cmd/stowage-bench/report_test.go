@@ -211,10 +211,10 @@ func peerMaxOf(r *Results) int {
 }
 
 // plotLatency draws p50 latency against N on log-log axes, stowage solid,
-// floor dashed, one colour per operation.
+// floor dashed, peer dotted, one colour per operation.
 func plotLatency(r *Results, path string) error {
 	p := plot.New()
-	p.Title.Text = "stowage vs floor: p50 latency over the plugin socket"
+	p.Title.Text = "stowage vs floor vs peer (rclone): p50 latency over the plugin socket"
 	p.X.Label.Text = "existing volumes (N)"
 	p.Y.Label.Text = "latency p50 (ms)"
 	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
@@ -231,14 +231,23 @@ func plotLatency(r *Results, path string) error {
 		{"Mount+Unmount", func(s Side) Dist { return s.MountUnmount }, color.RGBA{0x94, 0x67, 0xbd, 0xff}},
 	}
 	for _, op := range ops {
-		for _, floor := range []bool{false, true} {
+		for _, who := range []string{"stowage", "floor", "peer"} {
 			pts := make(plotter.XYs, 0, len(r.Levels))
 			for _, l := range r.Levels {
 				s := l.Stowage
-				if floor {
+				switch who {
+				case "floor":
 					s = l.Floor
+				case "peer":
+					if l.Peer == nil {
+						continue
+					}
+					s = *l.Peer
 				}
 				pts = append(pts, plotter.XY{X: float64(l.N), Y: max(op.get(s).P50, 1e-3)})
+			}
+			if len(pts) == 0 {
+				continue
 			}
 			line, points, err := plotter.NewLinePoints(pts)
 			if err != nil {
@@ -246,16 +255,18 @@ func plotLatency(r *Results, path string) error {
 			}
 			line.Color, points.Color = op.c, op.c
 			line.Width = vg.Points(2)
-			name := op.name + " stowage"
-			if floor {
+			switch who {
+			case "floor":
 				line.Dashes = []vg.Length{vg.Points(6), vg.Points(4)}
 				points.Shape = draw.BoxGlyph{}
-				name = op.name + " floor"
-			} else {
+			case "peer":
+				line.Dashes = []vg.Length{vg.Points(1), vg.Points(3)}
+				points.Shape = draw.TriangleGlyph{}
+			default:
 				points.Shape = draw.CircleGlyph{}
 			}
 			p.Add(line, points)
-			p.Legend.Add(name, line, points)
+			p.Legend.Add(op.name+" "+who, line, points)
 		}
 	}
 	// Head-room above the highest line for the legend.
