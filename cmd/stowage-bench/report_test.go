@@ -175,6 +175,11 @@ func renderResults(r *Results) string {
 		pr := *l.Peer
 		p("| %d | %.2f× | %.2f× | %.2f× | %.2f× | %.2f× (faster: higher) | %.2f× (faster: higher) | %.1f s |\n", l.N, l.Stowage.Get.P50/pr.Get.P50, l.Stowage.List.P50/pr.List.P50, l.Stowage.CreateRemove.P50/pr.CreateRemove.P50, l.Stowage.MountUnmount.P50/pr.MountUnmount.P50, l.Stowage.SeqCreates/pr.SeqCreates, l.Stowage.ConcCreates/pr.ConcCreates, l.PeerReadyS)
 	}
+	for _, l := range r.Levels {
+		if l.Peer != nil && l.Peer.Failed != "" {
+			p("\nAt N=%d the peer failed a call (`%s`); its changes were not measured further there (missing figures are 0).\n", l.N, l.Peer.Failed)
+		}
+	}
 	p("\n")
 	p("### stowage at N volumes: start, memory, a busy Create\n\n")
 	p("| N | populate (64 callers over the socket) | start to ready | RSS after start (anon) | RSS after List (anon + file) | peak RSS | state file | Get p50 / p99 while one Create is busy | Gets during it | busy Create took |\n|---|---|---|---|---|---|---|---|---|---|\n")
