@@ -80,7 +80,7 @@ soak: build
 e2e: build
 	STOWAGE_BIN=$(abspath $(BIN)) $(GO) test -count=1 -p 1 -timeout 40m ./internal/e2e/... ./e2e/...
 
-## bench: performance run against the floor and Docker's local driver (not
+## bench: performance run against the floor, a peer (rclone) and Docker's local driver (not
 ## part of test; ~10 min, both cores). Writes BENCHMARKS.md, BENCHMARKS.png
 ## and build/bench/. STOWAGE_BENCH_QUICK=1 or STOWAGE_BENCH_NS=... for a try.
 bench:
@@ -88,7 +88,7 @@ bench:
 	$(GO) build -trimpath -o build/bench/stowage-bench ./cmd/stowage-bench
 	STOWAGE_BENCH_BIN=$(abspath build/bench/stowage) STOWAGE_BENCH_FLOOR=$(abspath build/bench/stowage-bench) \
 	STOWAGE_BENCH_OUT=$(abspath build/bench) STOWAGE_BENCH_DOC=$(abspath BENCHMARKS.md) \
-	$(GO) test -tags stowagebench -count=1 -run '^TestBench$$' -timeout 20m -v ./cmd/stowage-bench
+	$(GO) test -tags stowagebench -count=1 -run '^TestBench$$' -timeout 40m -v ./cmd/stowage-bench
 
 ## base-image: make sure the engine has $(BASE_IMAGE) without pulling (debootstrap, cached in build/cache)
 base-image:
