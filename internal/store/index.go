@@ -38,13 +38,12 @@ func newEntry(name string, rec, list []byte) entry {
 	return entry{b: b, name: uint32(len(name)), rec: uint32(len(name) + len(rec))}
 }
 
-// renderEntry is newEntry with the List element rendered in place: one
-// allocation at start-up for each of 100 000 records, not two.
-func renderEntry(name string, rec []byte, vol *Volume, r ListRenderer) entry {
-	b := make([]byte, 0, len(name)+len(rec)+len(name)+96)
-	b = append(append(b, name...), rec...)
-	b = r(b, vol)
-	return entry{b: b, name: uint32(len(name)), rec: uint32(len(name) + len(rec))}
+// renderEntry is newEntry with the List element made by r, rendered into
+// scratch first so the entry is allocated at its exact size (an append
+// past a guessed capacity would double it). It returns scratch for reuse.
+func renderEntry(name string, rec []byte, vol *Volume, r ListRenderer, scratch []byte) (entry, []byte) {
+	scratch = r(scratch[:0], vol)
+	return newEntry(name, rec, scratch), scratch
 }
 
 func (e entry) key() []byte     { return e.b[:e.name] }

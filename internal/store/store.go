@@ -403,13 +403,14 @@ func (s *Store) SetListRenderer(r ListRenderer) error {
 	s.idx.mu.Lock()
 	defer s.idx.mu.Unlock()
 	s.render.Store(&r)
+	var scratch []byte
 	for _, c := range s.idx.chunks {
 		for i, e := range c {
 			vol, err := decode(e.key(), e.record())
 			if err != nil {
 				return err
 			}
-			c[i] = renderEntry(vol.Name, e.record(), vol, r)
+			c[i], scratch = renderEntry(vol.Name, e.record(), vol, r, scratch)
 		}
 	}
 	return nil
@@ -418,7 +419,8 @@ func (s *Store) SetListRenderer(r ListRenderer) error {
 // entryFor makes vol's index entry from its committed bytes.
 func (s *Store) entryFor(vol *Volume, data []byte) entry {
 	if r := s.render.Load(); r != nil {
-		return renderEntry(vol.Name, data, vol, *r)
+		e, _ := renderEntry(vol.Name, data, vol, *r, make([]byte, 0, 256))
+		return e
 	}
 	return newEntry(vol.Name, data, nil)
 }
