@@ -335,9 +335,6 @@ func (s *Store) Get(name string) (*Volume, error) {
 	return decode(e.key(), e.record())
 }
 
-// Len is how many records there are.
-func (s *Store) Len() int { return s.idx.len() }
-
 // List returns every record, sorted by name.
 func (s *Store) List() ([]*Volume, error) {
 	out := make([]*Volume, 0, s.idx.len())
