@@ -107,7 +107,7 @@ e2e: build
 engines:
 	scripts/engines.sh
 
-## bench: performance run against the floor and Docker's local driver (not
+## bench: performance run against the floor, a peer (rclone) and Docker's local driver (not
 ## part of test; ~10 min, both cores). Writes BENCHMARKS.md, BENCHMARKS.png
 ## and build/bench/. STOWAGE_BENCH_QUICK=1 or STOWAGE_BENCH_NS=... for a try.
 bench:
@@ -115,7 +115,7 @@ bench:
 	$(GO) build -trimpath -o build/bench/stowage-bench ./cmd/stowage-bench
 	STOWAGE_BENCH_BIN=$(abspath build/bench/stowage) STOWAGE_BENCH_FLOOR=$(abspath build/bench/stowage-bench) \
 	STOWAGE_BENCH_OUT=$(abspath build/bench) STOWAGE_BENCH_DOC=$(abspath BENCHMARKS.md) \
-	$(GO) test -tags stowagebench -count=1 -run '^TestBench$$' -timeout 20m -v ./cmd/stowage-bench
+	$(GO) test -tags stowagebench -count=1 -run '^TestBench$$' -timeout 40m -v ./cmd/stowage-bench
 
 ## bench-ui: the web view's cost to the daemon: Get p50/p99 at UIBENCH_N volumes
 ## with no page open, with it open in chromium, and open while volumes are

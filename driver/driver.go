@@ -83,7 +83,12 @@ func New(cfg Config) (*Driver, error) {
 		// random: a caller must say which boot this is.
 		return nil, errors.New("driver: no boot ID")
 	}
-	return &Driver{cfg: cfg, locks: newKeyedMutex(), log: cfg.Log}, nil
+	d := &Driver{cfg: cfg, locks: newKeyedMutex(), log: cfg.Log}
+	// List is answered with elements the store keeps rendered.
+	if err := cfg.Store.SetListRenderer(d.listElement); err != nil {
+		return nil, fmt.Errorf("reading the volumes' records: %v", err)
+	}
+	return d, nil
 }
 
 // BootID is the boot this driver dates ledger entries with: an entry of
@@ -507,27 +512,22 @@ func (d *Driver) List() (*volume.ListResponse, error) {
 	return &volume.ListResponse{Volumes: out}, nil
 }
 
-// WriteList writes List's answer to w while it reads the records, a chunk
-// at a time: the same JSON as List, in memory that does not grow with the
+// WriteList writes List's answer to w from the elements the store keeps
+// rendered: the same JSON as List, in memory that does not grow with the
 // number of volumes (100 000 volumes are over 10 MB of answer).
 func (d *Driver) WriteList(w io.Writer) error {
 	if _, err := io.WriteString(w, `{"Volumes":[`); err != nil {
 		return err
 	}
-	buf := make([]byte, 0, 256)
 	sep := false
-	err := d.cfg.Store.Scan(func(v *store.Volume) error {
-		buf = buf[:0]
+	err := d.cfg.Store.ScanListings(func(el []byte) error {
 		if sep {
-			buf = append(buf, ',')
+			if _, err := w.Write([]byte{','}); err != nil {
+				return err
+			}
 		}
 		sep = true
-		buf = appendJSONString(append(buf, `{"Name":`...), v.Name)
-		if mp := d.mountpoint(v); mp != "" {
-			buf = appendJSONString(append(buf, `,"Mountpoint":`...), mp)
-		}
-		buf = append(v.CreatedAt.AppendFormat(append(buf, `,"CreatedAt":"`...), time.RFC3339), '"', '}')
-		_, err := w.Write(buf)
+		_, err := w.Write(el)
 		return err
 	})
 	if err != nil {
@@ -535,6 +535,16 @@ func (d *Driver) WriteList(w io.Writer) error {
 	}
 	_, err = io.WriteString(w, "]}\n")
 	return err
+}
+
+// listElement is vol's element of List's answer, exactly as encoding/json
+// writes a volume.Volume with Name, Mountpoint and CreatedAt.
+func (d *Driver) listElement(buf []byte, v *store.Volume) []byte {
+	buf = appendJSONString(append(buf, `{"Name":`...), v.Name)
+	if mp := d.mountpoint(v); mp != "" {
+		buf = appendJSONString(append(buf, `,"Mountpoint":`...), mp)
+	}
+	return append(v.CreatedAt.AppendFormat(append(buf, `,"CreatedAt":"`...), time.RFC3339), '"', '}')
 }
 
 // appendJSONString appends s as a JSON string exactly as encoding/json

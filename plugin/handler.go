@@ -110,8 +110,10 @@ func (h *handler) post(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// done writes a request's log line and tells the observer.
-func (h *handler) done(op string, fields logrus.Fields, start time.Time, status int, err error) {
+// done writes a request's log line and tells the observer. The line's
+// fields are built only if it is logged: Get, the hottest call, is not at
+// the default level.
+func (h *handler) done(op string, req interface{}, start time.Time, status int, err error) {
 	d := time.Since(start)
 	if h.observe != nil {
 		h.observe(op, err, d)
@@ -126,10 +128,11 @@ func (h *handler) done(op string, fields logrus.Fields, start time.Time, status 
 	case op == "Get" || op == "List" || op == "Capabilities" || op == "Path":
 		level = logrus.DebugLevel
 	}
-	// Get is the hottest call: build no entry for a line nobody logs.
 	if l, ok := h.log.(interface{ IsLevelEnabled(logrus.Level) bool }); ok && !l.IsLevelEnabled(level) {
 		return
 	}
+	fields := logrus.Fields{"op": op}
+	addFields(fields, req)
 	fields["duration"] = d
 	fields["status"] = status
 	entry := h.log.WithFields(fields)
@@ -163,10 +166,9 @@ func (c *sentCounter) Write(p []byte) (int, error) {
 // answer, never a short list that looks whole.
 func (h *handler) stream(w http.ResponseWriter, r *http.Request, op string, write func(io.Writer) error) {
 	start := time.Now()
-	fields := logrus.Fields{"op": op}
 	var err error
 	status := http.StatusOK
-	defer func() { h.done(op, fields, start, status, err) }()
+	defer func() { h.done(op, nil, start, status, err) }()
 	if !h.post(w, r) {
 		status, err = http.StatusMethodNotAllowed, errors.New("method not allowed")
 		return
@@ -192,16 +194,15 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, op string, writ
 // serve decodes one call, runs it and writes the answer and one log line.
 func (h *handler) serve(w http.ResponseWriter, r *http.Request, op string, newReq func() interface{}, call func(interface{}) (interface{}, error)) {
 	start := time.Now()
-	fields := logrus.Fields{"op": op}
 	var err error
+	var req interface{}
 	status := http.StatusOK
-	defer func() { h.done(op, fields, start, status, err) }()
+	defer func() { h.done(op, req, start, status, err) }()
 	if !h.post(w, r) {
 		status, err = http.StatusMethodNotAllowed, errors.New("method not allowed")
 		return
 	}
 	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	var req interface{}
 	if newReq != nil {
 		req = newReq()
 		if err = json.NewDecoder(body).Decode(req); err != nil {
@@ -216,7 +217,6 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, op string, newRe
 			writeJSON(w, status, volume.ErrorResponse{Err: err.Error()})
 			return
 		}
-		addFields(fields, req)
 	}
 	io.Copy(io.Discard, body)
 	res, cerr := call(req)
@@ -225,6 +225,13 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, op string, newRe
 		status = http.StatusInternalServerError
 		writeJSON(w, status, volume.ErrorResponse{Err: err.Error()})
 		return
+	}
+	if g, ok := res.(*volume.GetResponse); ok {
+		if b, ok := appendGetResponse(make([]byte, 0, 512), g); ok {
+			w.Header().Set("Content-Type", sdk.DefaultContentTypeV1_1)
+			w.Write(b)
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, res)
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -69,20 +71,116 @@ func ListenUnix(path string, gid int) (net.Listener, error) {
 type Server struct {
 	http *http.Server
 	log  logrus.FieldLogger
+	dog  *watchdog
 }
 
-// NewServer wraps h with timeouts that keep slow or stuck clients from
-// holding the daemon, and write timeouts beyond dockerd's 2-minute limit.
+// Limits on a connection's time in each state. They are enforced by a
+// watchdog that checks every connection once a tick, not by net/http's
+// ReadTimeout and WriteTimeout: those re-arm socket deadlines (five timer
+// changes) on every request, a measurable part of a Get, the call dockerd
+// makes before nearly every other.
+type limits struct {
+	// New: connected (TLS handshake included) with no request read yet.
+	New time.Duration
+	// Idle: between requests, the next one's headers included.
+	Idle time.Duration
+	// Active: one request from its headers to its answer written;
+	// beyond dockerd's 2-minute limit and every backend deadline.
+	Active time.Duration
+	Tick   time.Duration
+}
+
+var defaultLimits = limits{New: 10 * time.Second, Idle: 120 * time.Second, Active: 150 * time.Second, Tick: time.Second}
+
+// NewServer serves h, cutting connections of slow or stuck clients (see
+// limits) so they cannot hold the daemon.
 func NewServer(h http.Handler, log logrus.FieldLogger) *Server {
-	return &Server{log: log, http: &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      150 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          nil,
+	return newServer(h, log, defaultLimits)
+}
+
+func newServer(h http.Handler, log logrus.FieldLogger, l limits) *Server {
+	dog := newWatchdog(l)
+	return &Server{log: log, dog: dog, http: &http.Server{
+		Handler:        h,
+		MaxHeaderBytes: 64 << 10,
+		ConnState:      dog.track,
+		ErrorLog:       nil,
 	}}
+}
+
+// watchdog knows each connection's state and since which tick.
+type watchdog struct {
+	l     limits
+	tick  atomic.Int64
+	mu    sync.Mutex
+	conns map[net.Conn]mark
+	once  sync.Once
+	stop  chan struct{}
+}
+
+type mark struct {
+	state http.ConnState
+	since int64
+}
+
+func newWatchdog(l limits) *watchdog {
+	return &watchdog{l: l, conns: map[net.Conn]mark{}, stop: make(chan struct{})}
+}
+
+// track is http.Server's ConnState hook: a map write, no clock read.
+func (w *watchdog) track(c net.Conn, s http.ConnState) {
+	w.once.Do(func() { go w.run() })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch s {
+	case http.StateClosed, http.StateHijacked:
+		delete(w.conns, c)
+	default:
+		w.conns[c] = mark{state: s, since: w.tick.Load()}
+	}
+}
+
+func (w *watchdog) run() {
+	t := time.NewTicker(w.l.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+		}
+		now := w.tick.Add(1)
+		var cut []net.Conn
+		w.mu.Lock()
+		for c, m := range w.conns {
+			limit := w.l.Active
+			switch m.state {
+			case http.StateNew:
+				limit = w.l.New
+			case http.StateIdle:
+				limit = w.l.Idle
+			}
+			// Ticks counted from the one the state began in: at most one
+			// tick more than the limit.
+			if time.Duration(now-m.since)*w.l.Tick > limit {
+				cut = append(cut, c)
+				delete(w.conns, c)
+			}
+		}
+		w.mu.Unlock()
+		for _, c := range cut {
+			c.Close()
+		}
+	}
+}
+
+func (w *watchdog) halt() {
+	w.once.Do(func() {}) // a watchdog never started stays so
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
 }
 
 // Serve serves on l until Shutdown; it returns nil after a shutdown.
@@ -105,5 +203,6 @@ func (s *Server) Shutdown(timeout time.Duration) error {
 		s.log.WithError(err).Warn("requests still running at the shutdown deadline were cut off")
 		s.http.Close()
 	}
+	s.dog.halt()
 	return err
 }

@@ -43,10 +43,15 @@ import (
 //	STOWAGE_BENCH_DOC    BENCHMARKS.md to (re)write between its markers
 //	STOWAGE_BENCH_NS     volume counts, default 1000,10000,100000
 //	STOWAGE_BENCH_QUICK  1: few samples, for trying the pipeline
+//	STOWAGE_BENCH_PEER_MAX  largest N the peer (rclone serve docker) is
+//	                     measured at, default 10000: it rewrites its whole
+//	                     state file on every change, so populating it grows
+//	                     with the square of N
 type config struct {
 	bin, floorBin, out, doc string
 	ns                      []int
 	quick                   bool
+	peerMax                 int
 }
 
 func loadConfig(t *testing.T) config {
@@ -70,6 +75,14 @@ func loadConfig(t *testing.T) config {
 		c.ns = append(c.ns, n)
 	}
 	sort.Ints(c.ns)
+	c.peerMax = 10000
+	if v := os.Getenv("STOWAGE_BENCH_PEER_MAX"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("STOWAGE_BENCH_PEER_MAX: %q is not a number", v)
+		}
+		c.peerMax = n
+	}
 	if err := os.MkdirAll(c.out, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -113,6 +126,8 @@ type Side struct {
 	MountUnmount Dist    `json:"mount_unmount"`
 	SeqCreates   float64 `json:"seq_creates_per_s"`
 	ConcCreates  float64 `json:"conc64_creates_per_s"`
+	// Failed: the peer's call that failed; its changes stopped there.
+	Failed string `json:"failed,omitempty"`
 }
 
 // Level is everything measured with N existing volumes.
@@ -122,16 +137,23 @@ type Level struct {
 	PopulateRate    float64 `json:"populate_per_s"`
 	Stowage         Side    `json:"stowage"`
 	Floor           Side    `json:"floor"`
-	ReadyMs         float64 `json:"start_to_ready_ms"`
-	RSSStartMiB     float64 `json:"rss_after_start_mib"`
-	RSSListMiB      float64 `json:"rss_after_list_mib"`
-	HWMMiB          float64 `json:"rss_peak_mib"`
-	AnonStartMiB    float64 `json:"rss_anon_after_start_mib"`
-	AnonListMiB     float64 `json:"rss_anon_after_list_mib"`
-	FileListMiB     float64 `json:"rss_file_after_list_mib"`
-	StateFileMiB    float64 `json:"state_file_mib"`
-	BusyGet         Dist    `json:"busy_get"`
-	BusyCreateS     float64 `json:"busy_create_s"`
+	// Peer is rclone serve docker, at N up to the peer maximum only.
+	Peer *Side `json:"peer,omitempty"`
+	// PeerReadyS: the peer's start with N volumes in its state file.
+	PeerReadyS float64 `json:"peer_start_to_ready_s,omitempty"`
+	// Fsync is a 4 KiB write + fdatasync in stowage's root, one sample
+	// beside every Mount+Unmount pair, so it sees the same load.
+	Fsync        Dist    `json:"fdatasync_4k"`
+	ReadyMs      float64 `json:"start_to_ready_ms"`
+	RSSStartMiB  float64 `json:"rss_after_start_mib"`
+	RSSListMiB   float64 `json:"rss_after_list_mib"`
+	HWMMiB       float64 `json:"rss_peak_mib"`
+	AnonStartMiB float64 `json:"rss_anon_after_start_mib"`
+	AnonListMiB  float64 `json:"rss_anon_after_list_mib"`
+	FileListMiB  float64 `json:"rss_file_after_list_mib"`
+	StateFileMiB float64 `json:"state_file_mib"`
+	BusyGet      Dist    `json:"busy_get"`
+	BusyCreateS  float64 `json:"busy_create_s"`
 }
 
 // DockerCmp is the Docker API create+rm pair per driver.
@@ -154,17 +176,21 @@ type Results struct {
 	Docker   DockerCmp         `json:"docker"`
 	DockerN  int               `json:"docker_at_n"`
 	Fsync    Dist              `json:"fdatasync_4k"`
+	PeerName string            `json:"peer_name"`
 }
 
 // proc is one plugin process on a socket.
 type proc struct {
 	name, sock string
-	args       []string
-	bin        string
-	logPath    string
-	cmd        *exec.Cmd
-	done       chan struct{}
-	c          *client.Client
+	// opts are the Create options this driver needs (the peer: where).
+	opts    func(name string) map[string]string
+	peerDir string
+	args    []string
+	bin     string
+	logPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	c       *client.Client
 }
 
 func startProc(t *testing.T, p *proc) time.Duration {
@@ -224,12 +250,18 @@ func (p *proc) stop(t *testing.T) {
 		return
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
+	// The peer is not under test: rclone was seen to take over a minute
+	// to stop under load. A stowage that does not stop is a failure.
+	wait, fail := 60*time.Second, t.Errorf
+	if p.peerDir != "" {
+		wait, fail = 10*time.Second, t.Logf
+	}
 	select {
 	case <-p.done:
-	case <-time.After(60 * time.Second):
+	case <-time.After(wait):
 		p.cmd.Process.Kill()
 		<-p.done
-		t.Errorf("%s did not stop within 60s of SIGTERM; killed", p.bin)
+		fail("%s did not stop within %v of SIGTERM; killed", p.bin, wait)
 	}
 	p.cmd = nil
 	p.c.HTTP.CloseIdleConnections()
@@ -342,8 +374,16 @@ func mountID(r *rand.Rand) string {
 	return fmt.Sprintf("%x", b)
 }
 
+func (p *proc) createOpts(name string) map[string]string {
+	if p.opts == nil {
+		return nil
+	}
+	return p.opts(name)
+}
+
 // populate creates volumes from..to-1 with 64 callers at once.
-func populate(t *testing.T, c *client.Client, from, to int) {
+func populate(t *testing.T, p *proc, from, to int) {
+	c := p.c
 	var next atomic.Int64
 	next.Store(int64(from))
 	var wg sync.WaitGroup
@@ -358,7 +398,7 @@ func populate(t *testing.T, c *client.Client, from, to int) {
 					return
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-				err := c.Call(ctx, "/VolumeDriver.Create", &volume.CreateRequest{Name: volName(i)}, nil)
+				err := c.Call(ctx, "/VolumeDriver.Create", &volume.CreateRequest{Name: volName(i), Options: p.createOpts(volName(i))}, nil)
 				cancel()
 				if err != nil {
 					errs <- fmt.Errorf("create %s: %w", volName(i), err)
@@ -376,7 +416,8 @@ func populate(t *testing.T, c *client.Client, from, to int) {
 
 // creates times n Creates by `workers` callers at once, then removes them
 // (untimed); it returns Creates per second.
-func creates(t *testing.T, c *client.Client, prefix string, n, workers int) float64 {
+func creates(t *testing.T, p *proc, prefix string, n, workers int) float64 {
+	c := p.c
 	names := make([]string, n)
 	for i := range names {
 		names[i] = fmt.Sprintf("%s-%05d", prefix, i)
@@ -398,7 +439,7 @@ func creates(t *testing.T, c *client.Client, prefix string, n, workers int) floa
 					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 					var err error
 					if op == "Create" {
-						err = c.Call(ctx, "/VolumeDriver.Create", &volume.CreateRequest{Name: names[i]}, nil)
+						err = c.Call(ctx, "/VolumeDriver.Create", &volume.CreateRequest{Name: names[i], Options: p.createOpts(names[i])}, nil)
 					} else {
 						err = c.Call(ctx, "/VolumeDriver.Remove", &volume.RemoveRequest{Name: names[i]}, nil)
 					}
@@ -425,16 +466,40 @@ func creates(t *testing.T, c *client.Client, prefix string, n, workers int) floa
 // interleaved in blocks by the caller, so load from other work on the
 // machine falls on both alike.
 type sideRun struct {
-	c     *client.Client
-	gets  []time.Duration
-	lists []time.Duration
-	cr    []time.Duration
-	mu    []time.Duration
+	p *proc
+	c *client.Client
+	// peer: a failed call stops its changes for the level (rclone's FUSE
+	// Unmount was seen to hang under load) instead of failing the run.
+	peer   bool
+	failed error
+	gets   []time.Duration
+	lists  []time.Duration
+	cr     []time.Duration
+	mu     []time.Duration
 }
 
-func measureLevel(t *testing.T, cfg config, n int, sto, flo *proc, lvl *Level) {
+// change times one changing call. A peer's failure is recorded, not fatal.
+func (s *sideRun) change(t *testing.T, op string, req, resp interface{}) (time.Duration, bool) {
+	if !s.peer {
+		return timed(t, s.c, op, req, resp), true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := s.c.Call(ctx, "/VolumeDriver."+op, req, resp); err != nil {
+		s.failed = fmt.Errorf("%s: %w", op, err)
+		t.Logf("peer: %v; its changes are not measured further at this N", s.failed)
+		return 0, false
+	}
+	return time.Since(start), true
+}
+
+func measureLevel(t *testing.T, cfg config, n int, sto, flo, peer *proc, root string, lvl *Level) {
 	r := rand.New(rand.NewSource(int64(n)))
-	runs := []*sideRun{{c: sto.c}, {c: flo.c}}
+	runs := []*sideRun{{p: sto, c: sto.c}, {p: flo, c: flo.c}}
+	if peer != nil {
+		runs = append(runs, &sideRun{p: peer, c: peer.c, peer: true})
+	}
 
 	// Get: random existing volumes, both drivers in alternating blocks.
 	getN := cfg.samples(4000)
@@ -473,38 +538,81 @@ func measureLevel(t *testing.T, cfg config, n int, sto, flo *proc, lvl *Level) {
 	lvl.RSSListMiB, lvl.HWMMiB, lvl.AnonListMiB, lvl.FileListMiB = m.rss, m.hwm, m.anon, m.file
 	// Create+Remove of a fresh volume, durable in stowage.
 	pairs := cfg.samples(400)
+	// The peer's changes grow with N (it rewrites its state file each
+	// time): it takes part in every peerEvery-th round only.
+	peerEvery := max(1, n/2500)
+	skip := func(k, i int) bool { return k == 2 && (i%peerEvery != 0 || runs[k].failed != nil) }
 	for i := 0; i < pairs; i++ {
 		for k, s := range runs {
+			if skip(k, i) {
+				continue
+			}
 			name := fmt.Sprintf("cr-%d-%d-%d", n, k, i)
-			s.cr = append(s.cr, timed(t, s.c, "Create", &volume.CreateRequest{Name: name}, nil)+
-				timed(t, s.c, "Remove", &volume.RemoveRequest{Name: name}, nil))
+			dc, ok := s.change(t, "Create", &volume.CreateRequest{Name: name, Options: s.p.createOpts(name)}, nil)
+			if !ok {
+				continue
+			}
+			dr, ok := s.change(t, "Remove", &volume.RemoveRequest{Name: name}, nil)
+			if ok {
+				s.cr = append(s.cr, dc+dr)
+			}
 		}
 	}
-	// Mount+Unmount of an existing volume under a new mount ID.
+	// Mount+Unmount of an existing volume under a new mount ID, and beside
+	// each round the disk's own price of one durable step.
+	probe, err := os.CreateTemp(root, "fsync-probe-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(probe.Name())
+	defer probe.Close()
+	var fsyncs []time.Duration
 	for i := 0; i < pairs; i++ {
-		for _, s := range runs {
+		fsyncs = append(fsyncs, fsyncOnce(t, probe, i))
+		for k, s := range runs {
+			if skip(k, i) {
+				continue
+			}
 			name, id := volName(r.Intn(n)), mountID(r)
 			var mr volume.MountResponse
-			d := timed(t, s.c, "Mount", &volume.MountRequest{Name: name, ID: id}, &mr)
+			d, ok := s.change(t, "Mount", &volume.MountRequest{Name: name, ID: id}, &mr)
+			if !ok {
+				continue
+			}
 			if mr.Mountpoint == "" {
 				t.Fatalf("Mount %s answered no mountpoint", name)
 			}
-			s.mu = append(s.mu, d+timed(t, s.c, "Unmount", &volume.UnmountRequest{Name: name, ID: id}, nil))
+			du, ok := s.change(t, "Unmount", &volume.UnmountRequest{Name: name, ID: id}, nil)
+			if ok {
+				s.mu = append(s.mu, d+du)
+			}
 		}
 	}
+	lvl.Fsync = dist(fsyncs)
 	for i, s := range runs {
 		side := &lvl.Stowage
-		if i == 1 {
+		switch i {
+		case 1:
 			side = &lvl.Floor
+		case 2:
+			lvl.Peer = &Side{}
+			side = lvl.Peer
 		}
 		side.Get, side.List, side.CreateRemove, side.MountUnmount = dist(s.gets), dist(s.lists), dist(s.cr), dist(s.mu)
+		if s.failed != nil {
+			side.Failed = s.failed.Error()
+		}
 	}
 	// Throughput: one caller, then 64 at once.
 	seqN, concN := cfg.samples(300), cfg.samples(1280)
-	lvl.Stowage.SeqCreates = creates(t, sto.c, fmt.Sprintf("seq-%d", n), seqN, 1)
-	lvl.Stowage.ConcCreates = creates(t, sto.c, fmt.Sprintf("conc-%d", n), concN, 64)
-	lvl.Floor.SeqCreates = creates(t, flo.c, fmt.Sprintf("seq-%d", n), seqN, 1)
-	lvl.Floor.ConcCreates = creates(t, flo.c, fmt.Sprintf("conc-%d", n), concN, 64)
+	lvl.Stowage.SeqCreates = creates(t, sto, fmt.Sprintf("seq-%d", n), seqN, 1)
+	lvl.Stowage.ConcCreates = creates(t, sto, fmt.Sprintf("conc-%d", n), concN, 64)
+	lvl.Floor.SeqCreates = creates(t, flo, fmt.Sprintf("seq-%d", n), seqN, 1)
+	lvl.Floor.ConcCreates = creates(t, flo, fmt.Sprintf("conc-%d", n), concN, 64)
+	if peer != nil && runs[2].failed == nil {
+		lvl.Peer.SeqCreates = creates(t, peer, fmt.Sprintf("seq-%d", n), max(seqN/peerEvery, 20), 1)
+		lvl.Peer.ConcCreates = creates(t, peer, fmt.Sprintf("conc-%d", n), max(concN/peerEvery, 64), 64)
+	}
 
 	// One Create held busy for 5 s by the slow backend; meanwhile Get other
 	// volumes one after another and see that none waits for it.
@@ -598,19 +706,82 @@ func fsyncProbe(t *testing.T, dir string, n int) Dist {
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	buf := make([]byte, 4096)
 	var ds []time.Duration
 	for i := 0; i < n; i++ {
-		s := time.Now()
-		if _, err := f.WriteAt(buf, int64(i%16)*4096); err != nil {
-			t.Fatal(err)
-		}
-		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
-			t.Fatal(err)
-		}
-		ds = append(ds, time.Since(s))
+		ds = append(ds, fsyncOnce(t, f, i))
 	}
 	return dist(ds)
+}
+
+func fsyncOnce(t *testing.T, f *os.File, i int) time.Duration {
+	buf := make([]byte, 4096)
+	s := time.Now()
+	if _, err := f.WriteAt(buf, int64(i%16)*4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	return time.Since(s)
+}
+
+// peerProc is rclone serve docker (Debian's package) on its own socket,
+// volumes on its local backend under root: the peer whose Get was the
+// fastest in issue 12's table. It listens on a unix socket only.
+func peerProc(t *testing.T, cfg config, root string) *proc {
+	bin, err := exec.LookPath("rclone")
+	if err != nil {
+		t.Fatal("the benchmark runs rclone serve docker beside stowage: apt-get install rclone")
+	}
+	name := daemon.RandomName("rclb")
+	dir := filepath.Join(root, "peer")
+	for _, d := range []string{"base", "cache", "data"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &proc{name: name, sock: "/run/docker/plugins/" + name + ".sock", bin: bin,
+		args: []string{"serve", "docker", "--socket-addr", "/run/docker/plugins/" + name + ".sock", "--no-spec",
+			"--base-dir", filepath.Join(dir, "base"), "--cache-dir", filepath.Join(dir, "cache"),
+			"--config", filepath.Join(dir, "rclone.conf"), "--log-level", "NOTICE"},
+		logPath: filepath.Join(cfg.out, "peer.log"), peerDir: dir,
+		opts: func(v string) map[string]string {
+			return map[string]string{"remote": filepath.Join(dir, "data", v)}
+		}}
+}
+
+// populatePeer gives rclone N volumes by writing its own state file
+// (docker-plugin.state) while it is stopped, then times its start until Get
+// of the last one answers. Creating them through the socket would take
+// hours at 10 000: every Create rewrites the whole file.
+func (p *proc) populatePeer(t *testing.T, n int) time.Duration {
+	p.stop(t)
+	type rec struct {
+		Name       string            `json:"name"`
+		Mountpoint string            `json:"mountpoint"`
+		Created    time.Time         `json:"created"`
+		Fs         string            `json:"fs"`
+		Options    map[string]string `json:"options"`
+		Mounts     []string          `json:"mounts"`
+	}
+	recs := make([]rec, n)
+	now := time.Now().UTC()
+	for i := range recs {
+		name := volName(i)
+		recs[i] = rec{Name: name, Mountpoint: filepath.Join(p.peerDir, "base", name), Created: now,
+			Fs: p.opts(name)["remote"], Options: map[string]string{}, Mounts: []string{}}
+	}
+	raw, _ := json.Marshal(recs)
+	if err := os.WriteFile(filepath.Join(p.peerDir, "cache", "docker-plugin.state"), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p.restart(t, volName(n-1))
+}
+
+func rcloneVersion() string {
+	out, _ := exec.Command("rclone", "version").Output()
+	first, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimPrefix(strings.TrimSpace(first), "rclone ")
 }
 
 func loadavg() string {
@@ -653,15 +824,29 @@ func TestBench(t *testing.T) {
 	startProc(t, flo)
 	t.Cleanup(func() { flo.stop(t) })
 
+	peer := peerProc(t, cfg, root)
+	os.Remove(peer.logPath)
+	startProc(t, peer)
+	t.Cleanup(func() { peer.stop(t) })
+	res.PeerName = "rclone serve docker " + rcloneVersion()
+
 	res.Fsync = fsyncProbe(t, root, cfg.samples(300))
 	have := 0
 	for li, n := range cfg.ns {
 		lvl := Level{N: n}
 		s := time.Now()
-		populate(t, sto.c, have, n)
+		populate(t, sto, have, n)
 		lvl.PopulateSeconds = time.Since(s).Seconds()
 		lvl.PopulateRate = float64(n-have) / lvl.PopulateSeconds
-		populate(t, flo.c, have, n)
+		populate(t, flo, have, n)
+		var atN *proc
+		if peer.cmd != nil && n <= cfg.peerMax {
+			lvl.PeerReadyS = peer.populatePeer(t, n).Seconds()
+			atN = peer
+		} else if peer.cmd != nil {
+			// Past its maximum the peer is stopped: it would only add load.
+			peer.stop(t)
+		}
 		have = n
 		t.Logf("N=%d: populated stowage in %.1fs (%.0f creates/s, 64 callers)", n, lvl.PopulateSeconds, lvl.PopulateRate)
 
@@ -671,7 +856,7 @@ func TestBench(t *testing.T) {
 		if fi, err := os.Stat(filepath.Join(root, "stowage.db")); err == nil {
 			lvl.StateFileMiB = float64(fi.Size()) / (1 << 20)
 		}
-		measureLevel(t, cfg, n, sto, flo, &lvl)
+		measureLevel(t, cfg, n, sto, flo, atN, root, &lvl)
 		t.Logf("N=%d: %+v", n, lvl)
 		res.Levels = append(res.Levels, lvl)
 

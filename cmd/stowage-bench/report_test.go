@@ -61,23 +61,36 @@ func targets(r *Results) []Target {
 	add := func(what string, ok bool, measured, limit string) {
 		ts = append(ts, Target{what, measured, limit, ok})
 	}
+	// The peer's List at the largest N it was measured at (10 000 by default).
+	var pl *Level
+	for i := range r.Levels {
+		if r.Levels[i].Peer != nil {
+			pl = &r.Levels[i]
+		}
+	}
+	if pl != nil {
+		q := pl.Stowage.List.P50 / pl.Peer.List.P50
+		add(fmt.Sprintf("List p50 at N=%d / peer's (%s)", pl.N, r.PeerName), q <= 0.8, fmt.Sprintf("%.2f / %.2f ms = %.2f×", pl.Stowage.List.P50, pl.Peer.List.P50, q), "≤ 0.8×")
+	}
+	add(fmt.Sprintf("List p50 at N=%d", hi.N), hi.Stowage.List.P50 <= 60, fmt.Sprintf("%.1f ms (p99 %.1f ms; floor %.1f ms)", hi.Stowage.List.P50, hi.Stowage.List.P99, hi.Floor.List.P50), "≤ 60 ms")
 	g := hi.Stowage.Get.P50 / hi.Floor.Get.P50
-	add(fmt.Sprintf("Get p50 at N=%d / floor's Get p50", hi.N), g <= 1.2, fmt.Sprintf("%.3f / %.3f ms = %.2f×", hi.Stowage.Get.P50, hi.Floor.Get.P50, g), "≤ 1.2×")
+	add(fmt.Sprintf("Get p50 at N=%d / floor's Get p50", hi.N), g <= 1.1, fmt.Sprintf("%.3f / %.3f ms = %.2f×", hi.Stowage.Get.P50, hi.Floor.Get.P50, g), "≤ 1.1×")
+	mu := hi.Floor.MountUnmount.P50 + 2*hi.Fsync.P50
+	add(fmt.Sprintf("Mount+Unmount pair p50 at N=%d / floor's pair + 2 fdatasyncs", hi.N), hi.Stowage.MountUnmount.P50 <= mu, fmt.Sprintf("%.3f ms / (%.3f + 2 × %.3f) ms = %.2f×", hi.Stowage.MountUnmount.P50, hi.Floor.MountUnmount.P50, hi.Fsync.P50, hi.Stowage.MountUnmount.P50/mu), "≤ 1×")
 	cr := hi.Stowage.CreateRemove.P50 / lo.Stowage.CreateRemove.P50
 	add(fmt.Sprintf("Create+Remove p50 at N=%d / at N=%d", hi.N, lo.N), cr <= 1.5, fmt.Sprintf("%.2f / %.2f ms = %.2f×", hi.Stowage.CreateRemove.P50, lo.Stowage.CreateRemove.P50, cr), "≤ 1.5×")
-	add(fmt.Sprintf("List p50 at N=%d", hi.N), hi.Stowage.List.P50 <= 200, fmt.Sprintf("%.0f ms (p99 %.0f ms)", hi.Stowage.List.P50, hi.Stowage.List.P99), "≤ 200 ms")
 	add(fmt.Sprintf("start to ready at N=%d", hi.N), hi.ReadyMs <= 1000, fmt.Sprintf("%.0f ms", hi.ReadyMs), "≤ 1 s")
 	rss := max(hi.RSSStartMiB, hi.RSSListMiB)
-	add(fmt.Sprintf("resident memory at N=%d (after start / after List / peak)", hi.N), rss <= 64, fmt.Sprintf("%.1f / %.1f / %.1f MiB (after List: %.1f MiB anonymous, %.1f MiB state-file pages)", hi.RSSStartMiB, hi.RSSListMiB, hi.HWMMiB, hi.AnonListMiB, hi.FileListMiB), "≤ 64 MiB")
+	add(fmt.Sprintf("resident memory at N=%d, index included (after start / after List / peak)", hi.N), rss <= 64, fmt.Sprintf("%.1f / %.1f / %.1f MiB (after List: %.1f MiB anonymous, %.1f MiB state-file pages)", hi.RSSStartMiB, hi.RSSListMiB, hi.HWMMiB, hi.AnonListMiB, hi.FileListMiB), "≤ 64 MiB")
 	d := r.Docker.Stowage.P50 / r.Docker.Floor.P50
-	add("Docker API create+rm pair, stowage / floor plugin (p50)", d <= 1.25, fmt.Sprintf("%.2f / %.2f ms = %.2f× (stowage / local: %.2f×; floor / local: %.2f×)", r.Docker.Stowage.P50, r.Docker.Floor.P50, d, r.Docker.Stowage.P50/r.Docker.Local.P50, r.Docker.Floor.P50/r.Docker.Local.P50), "≤ 1.25×")
+	add("Docker API create+rm pair, stowage / floor plugin (p50)", d <= 1.35, fmt.Sprintf("%.2f / %.2f ms = %.2f× (stowage / local: %.2f×; floor / local: %.2f×)", r.Docker.Stowage.P50, r.Docker.Floor.P50, d, r.Docker.Stowage.P50/r.Docker.Local.P50, r.Docker.Floor.P50/r.Docker.Local.P50), "≤ 1.35×")
 	worst, worstN := 1e9, 0
 	for _, l := range r.Levels {
 		if s := l.Stowage.ConcCreates / l.Stowage.SeqCreates; s < worst {
 			worst, worstN = s, l.N
 		}
 	}
-	add("64 concurrent durable Creates / one at a time (worst N)", worst >= 5, fmt.Sprintf("%.1f× (N=%d)", worst, worstN), "≥ 5×")
+	add("64 concurrent durable Creates / one at a time (worst N)", worst >= 6, fmt.Sprintf("%.1f× (N=%d)", worst, worstN), "≥ 6×")
 	bw, bn := 0.0, 0
 	for _, l := range r.Levels {
 		if l.BusyGet.P99 > bw {
@@ -134,25 +147,50 @@ func renderResults(r *Results) string {
 		p("| %s | %s | %s | %s |\n", t.What, t.Measured, t.Limit, map[bool]string{true: "met", false: "**missed**"}[t.OK])
 	}
 	p("\n### Latency over the plugin socket (ms, p50 / p99)\n\n")
-	p("stowage = `stowage serve` (dir backend, info logging, every change fsynced); floor = no-op in-memory driver on go-plugins-helpers. Both over their unix sockets with dockerd's requests from one caller, samples interleaved.\n\n")
+	p("stowage = `stowage serve` (dir backend, info logging, every change fsynced); floor = no-op in-memory driver on go-plugins-helpers; peer = %s (Debian's package, local remote, its JSON state file), at N ≤ %d. All over their unix sockets with dockerd's requests from one caller, samples interleaved.\n\n", r.PeerName, peerMaxOf(r))
 	p("| N | driver | Get | List | Create+Remove | Mount+Unmount | Creates/s, 1 caller | Creates/s, 64 callers | speed-up |\n|---|---|---|---|---|---|---|---|---|\n")
 	pd := func(d Dist) string { return fmt.Sprintf("%.3f / %.3f", d.P50, d.P99) }
 	for _, l := range r.Levels {
-		for _, s := range []struct {
+		sides := []struct {
 			name string
 			s    Side
-		}{{"stowage", l.Stowage}, {"floor", l.Floor}} {
+		}{{"stowage", l.Stowage}, {"floor", l.Floor}}
+		if l.Peer != nil {
+			sides = append(sides, struct {
+				name string
+				s    Side
+			}{"peer", *l.Peer})
+		}
+		for _, s := range sides {
 			p("| %d | %s | %s | %s | %s | %s | %.0f | %.0f | %.1f× |\n", l.N, s.name, pd(s.s.Get), pd(s.s.List), pd(s.s.CreateRemove), pd(s.s.MountUnmount), s.s.SeqCreates, s.s.ConcCreates, s.s.ConcCreates/s.s.SeqCreates)
 		}
 	}
 	p("\nSamples per N and driver: Get %d, List %d–%d, Create+Remove and Mount+Unmount %d pairs.\n\n",
 		r.Levels[0].Stowage.Get.Samples, r.Levels[len(r.Levels)-1].Stowage.List.Samples, r.Levels[0].Stowage.List.Samples, r.Levels[0].Stowage.CreateRemove.Samples)
+	p("### stowage / peer, per call (p50; below 1 stowage is faster)\n\n| N | Get | List | Create+Remove | Mount+Unmount | Creates/s, 1 caller | Creates/s, 64 callers | peer's start to ready at N |\n|---|---|---|---|---|---|---|---|\n")
+	for _, l := range r.Levels {
+		if l.Peer == nil {
+			continue
+		}
+		pr := *l.Peer
+		p("| %d | %.2f× | %.2f× | %.2f× | %.2f× | %.2f× (faster: higher) | %.2f× (faster: higher) | %.1f s |\n", l.N, l.Stowage.Get.P50/pr.Get.P50, l.Stowage.List.P50/pr.List.P50, l.Stowage.CreateRemove.P50/pr.CreateRemove.P50, l.Stowage.MountUnmount.P50/pr.MountUnmount.P50, l.Stowage.SeqCreates/pr.SeqCreates, l.Stowage.ConcCreates/pr.ConcCreates, l.PeerReadyS)
+	}
+	for _, l := range r.Levels {
+		if l.Peer != nil && l.Peer.Failed != "" {
+			p("\nAt N=%d the peer failed a call (`%s`); its changes were not measured further there (missing figures are 0).\n", l.N, l.Peer.Failed)
+		}
+	}
+	p("\n")
 	p("### stowage at N volumes: start, memory, a busy Create\n\n")
 	p("| N | populate (64 callers over the socket) | start to ready | RSS after start (anon) | RSS after List (anon + file) | peak RSS | state file | Get p50 / p99 while one Create is busy | Gets during it | busy Create took |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, l := range r.Levels {
 		p("| %d | %.1f s (%.0f/s) | %.0f ms | %.1f MiB (%.1f) | %.1f MiB (%.1f + %.1f) | %.1f MiB | %.1f MiB | %s ms | %d | %.2f s |\n", l.N, l.PopulateSeconds, l.PopulateRate, l.ReadyMs, l.RSSStartMiB, l.AnonStartMiB, l.RSSListMiB, l.AnonListMiB, l.FileListMiB, l.HWMMiB, l.StateFileMiB, pd(l.BusyGet), l.BusyGet.Samples, l.BusyCreateS)
 	}
-	p("\nThe disk: a 4 KiB write + fdatasync in the daemon's root takes %.2f ms p50 (%.2f ms p99, %d samples); every durable bbolt commit pays two.\n", r.Fsync.P50, r.Fsync.P99, r.Fsync.Samples)
+	p("\nThe disk: a 4 KiB write + fdatasync in the daemon's root takes %.2f ms p50 (%.2f ms p99, %d samples) before the run; every durable bbolt commit pays two. Beside the Mount+Unmount pairs, one per round:", r.Fsync.P50, r.Fsync.P99, r.Fsync.Samples)
+	for _, l := range r.Levels {
+		p(" N=%d %.3f ms p50 (%.2f p99);", l.N, l.Fsync.P50, l.Fsync.P99)
+	}
+	p("\n")
 	p("\nStart to ready: from exec of `stowage serve` until Get of an existing volume answers with it (open and check the state file, reconcile, listen).\n\n")
 	p("### Through the Docker API (private dockerd 20.10, N=%d)\n\n", r.DockerN)
 	p("`POST /volumes/create` + `DELETE /volumes/NAME` over the engine's unix socket, %d pairs per driver, rotating order; only the API calls are timed.\n\n", r.Docker.Stowage.Samples)
@@ -167,11 +205,21 @@ func renderResults(r *Results) string {
 	return b.String()
 }
 
+func peerMaxOf(r *Results) int {
+	m := 0
+	for _, l := range r.Levels {
+		if l.Peer != nil {
+			m = l.N
+		}
+	}
+	return m
+}
+
 // plotLatency draws p50 latency against N on log-log axes, stowage solid,
-// floor dashed, one colour per operation.
+// floor dashed, peer dotted, one colour per operation.
 func plotLatency(r *Results, path string) error {
 	p := plot.New()
-	p.Title.Text = "stowage vs floor: p50 latency over the plugin socket"
+	p.Title.Text = "stowage vs floor vs peer (rclone): p50 latency over the plugin socket"
 	p.X.Label.Text = "existing volumes (N)"
 	p.Y.Label.Text = "latency p50 (ms)"
 	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
@@ -188,14 +236,23 @@ func plotLatency(r *Results, path string) error {
 		{"Mount+Unmount", func(s Side) Dist { return s.MountUnmount }, color.RGBA{0x94, 0x67, 0xbd, 0xff}},
 	}
 	for _, op := range ops {
-		for _, floor := range []bool{false, true} {
+		for _, who := range []string{"stowage", "floor", "peer"} {
 			pts := make(plotter.XYs, 0, len(r.Levels))
 			for _, l := range r.Levels {
 				s := l.Stowage
-				if floor {
+				switch who {
+				case "floor":
 					s = l.Floor
+				case "peer":
+					if l.Peer == nil {
+						continue
+					}
+					s = *l.Peer
 				}
 				pts = append(pts, plotter.XY{X: float64(l.N), Y: max(op.get(s).P50, 1e-3)})
+			}
+			if len(pts) == 0 {
+				continue
 			}
 			line, points, err := plotter.NewLinePoints(pts)
 			if err != nil {
@@ -203,16 +260,18 @@ func plotLatency(r *Results, path string) error {
 			}
 			line.Color, points.Color = op.c, op.c
 			line.Width = vg.Points(2)
-			name := op.name + " stowage"
-			if floor {
+			switch who {
+			case "floor":
 				line.Dashes = []vg.Length{vg.Points(6), vg.Points(4)}
 				points.Shape = draw.BoxGlyph{}
-				name = op.name + " floor"
-			} else {
+			case "peer":
+				line.Dashes = []vg.Length{vg.Points(1), vg.Points(3)}
+				points.Shape = draw.TriangleGlyph{}
+			default:
 				points.Shape = draw.CircleGlyph{}
 			}
 			p.Add(line, points)
-			p.Legend.Add(name, line, points)
+			p.Legend.Add(op.name+" "+who, line, points)
 		}
 	}
 	// Head-room above the highest line for the legend.

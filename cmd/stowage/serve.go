@@ -169,6 +169,14 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	// state (over 60 MiB at 100 000 volumes) that Go would return to the
 	// OS only slowly: give it back now, before serving.
 	debug.FreeOSMemory()
+	// Most of the heap is now the store's index: pointer-free bytes, cheap
+	// for the collector to keep. Go's default (GOGC=100) would let garbage
+	// grow to the index's size again before collecting, doubling the
+	// daemon's memory at 100 000 volumes; 25 bounds it at a quarter, for a
+	// collection every few thousand requests. GOGC in the environment wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(25)
+	}
 
 	// Under systemd socket activation the socket is systemd's: serve on it
 	// and leave the file alone at exit.

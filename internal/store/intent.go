@@ -68,7 +68,8 @@ func (s *Store) FinishCreate(vol *Volume) error {
 	if err != nil {
 		return err
 	}
-	return s.commit(func(tx *bolt.Tx) error {
+	e := s.entryFor(vol, data)
+	return s.commitApply(func(tx *bolt.Tx) error {
 		k := []byte(vol.Name)
 		b := tx.Bucket(bucketVolumes)
 		if b.Get(k) != nil {
@@ -78,7 +79,7 @@ func (s *Store) FinishCreate(vol *Volume) error {
 			return err
 		}
 		return tx.Bucket(bucketIntents).Delete(k)
-	})
+	}, func(x *index) { x.put(e) })
 }
 
 // BeginRemove records the intent to remove name's volume; ErrNotFound if
@@ -100,12 +101,12 @@ func (s *Store) BeginRemove(name string, at time.Time) error {
 // FinishRemove deletes name's record and ends its intent, in one
 // transaction; a record already gone is not an error.
 func (s *Store) FinishRemove(name string) error {
-	return s.commit(func(tx *bolt.Tx) error {
+	return s.commitApply(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketVolumes).Delete([]byte(name)); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketIntents).Delete([]byte(name))
-	})
+	}, func(x *index) { x.del(name) })
 }
 
 // EndIntent drops name's intent and nothing else: a Create that failed and

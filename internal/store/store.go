@@ -9,12 +9,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+	"golang.org/x/sys/unix"
 )
 
 // SchemaVersion is the layout of the state file this build reads and writes.
@@ -114,14 +115,27 @@ type Store struct {
 	pending []*call
 	leading bool
 
+	// idx answers Get, List and Scan; see index.
+	idx index
+	// render makes a record's List element (SetListRenderer).
+	render atomic.Pointer[ListRenderer]
+
 	// CommitObserver, if set, is told how long each durable commit took.
 	CommitObserver func(time.Duration)
 }
 
 type call struct {
-	fn   func(*bolt.Tx) error
-	done chan error
+	fn func(*bolt.Tx) error
+	// apply, if set, brings the index up to date with what fn's last run
+	// wrote; it runs, under the index's lock, only once that run committed.
+	apply func(*index)
+	done  chan error
 }
+
+// ListRenderer appends to dst the element a List answer holds for a volume.
+// It must be cheap and pure: it runs for every record at SetListRenderer and
+// for every committed change.
+type ListRenderer func(dst []byte, vol *Volume) []byte
 
 // Options tune Open.
 type Options struct {
@@ -176,7 +190,22 @@ func Open(path string, o Options) (s *Store, err error) {
 		db.Close()
 		return nil, err
 	}
+	s.dropCheckedPages()
 	return s, nil
+}
+
+// dropCheckedPages takes the state file's pages, which the integrity check
+// read through bbolt's read-only shared mapping, out of the process's
+// resident memory: the index answers reads now. The pages stay in the page
+// cache and fault back in when a write needs them; nothing is lost, as the
+// mapping is of the file itself and never written through.
+func (s *Store) dropCheckedPages() {
+	var size int64
+	if err := s.db.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil }); err != nil || size <= 0 {
+		return
+	}
+	// Best effort: without it, only memory use differs.
+	unix.Syscall(unix.SYS_MADVISE, s.db.Info().Data, uintptr(size), unix.MADV_DONTNEED)
 }
 
 func (s *Store) checkSchema(readOnly bool) error {
@@ -244,7 +273,8 @@ func (s *Store) checkSchema(readOnly bool) error {
 }
 
 // checkIntegrity walks every page and decodes every record once, so damage
-// is found at start rather than as a failing Get later.
+// is found at start rather than as a failing Get later, and builds the
+// index in the same pass.
 func (s *Store) checkIntegrity() error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		for err := range tx.Check() {
@@ -254,10 +284,13 @@ func (s *Store) checkIntegrity() error {
 		if b == nil {
 			return fmt.Errorf("state file %s has no volumes bucket; stowage will not start over it", s.path)
 		}
+		s.idx.mu.Lock()
+		defer s.idx.mu.Unlock()
 		if err := b.ForEach(func(k, v []byte) error {
 			if _, err := decode(k, v); err != nil {
 				return fmt.Errorf("state file %s: %w; stowage will not start over it", s.path, err)
 			}
+			s.idx.appendSorted(newEntry(string(k), v, nil))
 			return nil
 		}); err != nil {
 			return err
@@ -292,88 +325,101 @@ func decode(k, v []byte) (*Volume, error) {
 	return vol, nil
 }
 
-// Get returns the record for name, or ErrNotFound.
+// Get returns the record for name, or ErrNotFound. It reads the index:
+// the record as last committed.
 func (s *Store) Get(name string) (*Volume, error) {
-	var vol *Volume
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketVolumes).Get([]byte(name))
-		if v == nil {
-			return ErrNotFound
-		}
-		var err error
-		vol, err = decode([]byte(name), v)
-		return err
-	})
-	return vol, err
+	e, ok := s.idx.get(name)
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return decode(e.key(), e.record())
 }
 
 // List returns every record, sorted by name.
 func (s *Store) List() ([]*Volume, error) {
-	var out []*Volume
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketVolumes)
-		out = make([]*Volume, 0, b.Stats().KeyN)
-		return b.ForEach(func(k, v []byte) error {
-			vol, err := decode(k, v)
-			if err != nil {
-				return err
-			}
-			out = append(out, vol)
-			return nil
-		})
+	out := make([]*Volume, 0, s.idx.len())
+	err := s.Scan(func(v *Volume) error {
+		out = append(out, v)
+		return nil
 	})
-	// bbolt iterates in key order already; keep the promise explicit.
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, err
 }
 
-// scanChunk is how many records Scan reads per read transaction.
+// scanChunk is how many records Scan copies per hold of the index's lock.
 const scanChunk = 512
 
-// Scan calls fn with every record in name order. It reads a chunk of
-// records per read transaction and calls fn outside it, so a slow consumer
-// (List's answer going to a slow client) never holds a transaction open,
-// which would stall the file's growth, and memory does not grow with the
-// number of volumes. A record that exists throughout is seen exactly once;
-// one created or deleted meanwhile may or may not be seen.
+// Scan calls fn with every record in name order. It copies a chunk of
+// entries per hold of the index's read lock and calls fn outside it, so a
+// slow consumer (List's answer going to a slow client) never holds up a
+// commit, and memory does not grow with the number of volumes. A record
+// that exists throughout is seen exactly once; one created or deleted
+// meanwhile may or may not be seen.
 func (s *Store) Scan(fn func(*Volume) error) error { return s.scan(scanChunk, fn) }
 
 func (s *Store) scan(chunk int, fn func(*Volume) error) error {
-	var after []byte
-	batch := make([]*Volume, 0, chunk)
-	for {
-		batch = batch[:0]
-		err := s.db.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketVolumes).Cursor()
-			k, v := c.First()
-			if after != nil {
-				if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
-					k, v = c.Next()
-				}
-			}
-			for ; k != nil && len(batch) < chunk; k, v = c.Next() {
-				vol, err := decode(k, v)
-				if err != nil {
-					return err
-				}
-				batch = append(batch, vol)
-			}
-			return nil
-		})
+	return s.scanEntries(chunk, func(e entry) error {
+		vol, err := decode(e.key(), e.record())
 		if err != nil {
 			return err
 		}
-		for _, vol := range batch {
-			if err := fn(vol); err != nil {
+		return fn(vol)
+	})
+}
+
+// ScanListings is Scan for List's answer: it calls fn with each volume's
+// List element, as SetListRenderer's renderer made it, in name order. The
+// bytes are shared: fn must not change or keep them.
+func (s *Store) ScanListings(fn func([]byte) error) error {
+	if s.render.Load() == nil {
+		return errors.New("store: no List renderer set")
+	}
+	return s.scanEntries(scanChunk, func(e entry) error { return fn(e.listing()) })
+}
+
+func (s *Store) scanEntries(chunk int, fn func(entry) error) error {
+	var after string
+	first := true
+	batch := make([]entry, 0, chunk)
+	for {
+		batch = s.idx.after(after, first, chunk, batch[:0])
+		for _, e := range batch {
+			if err := fn(e); err != nil {
 				return err
 			}
 		}
 		if len(batch) < chunk {
 			return nil
 		}
-		// Keys are names; the decoded name is a copy, safe past the tx.
-		after = []byte(batch[len(batch)-1].Name)
+		after, first = string(batch[len(batch)-1].key()), false
 	}
+}
+
+// SetListRenderer sets how a volume's List element is made and renders
+// every record's now. Later changes are rendered as they commit.
+func (s *Store) SetListRenderer(r ListRenderer) error {
+	s.idx.mu.Lock()
+	defer s.idx.mu.Unlock()
+	s.render.Store(&r)
+	var scratch []byte
+	for _, c := range s.idx.chunks {
+		for i, e := range c {
+			vol, err := decode(e.key(), e.record())
+			if err != nil {
+				return err
+			}
+			c[i], scratch = renderEntry(vol.Name, e.record(), vol, r, scratch)
+		}
+	}
+	return nil
+}
+
+// entryFor makes vol's index entry from its committed bytes.
+func (s *Store) entryFor(vol *Volume, data []byte) entry {
+	if r := s.render.Load(); r != nil {
+		e, _ := renderEntry(vol.Name, data, vol, *r, make([]byte, 0, 256))
+		return e
+	}
+	return newEntry(vol.Name, data, nil)
 }
 
 // Create stores a new record; ErrExists if the name is taken.
@@ -382,20 +428,22 @@ func (s *Store) Create(vol *Volume) error {
 	if err != nil {
 		return err
 	}
-	return s.commit(func(tx *bolt.Tx) error {
+	e := s.entryFor(vol, data)
+	return s.commitApply(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketVolumes)
 		if b.Get([]byte(vol.Name)) != nil {
 			return ErrExists
 		}
 		return b.Put([]byte(vol.Name), data)
-	})
+	}, func(x *index) { x.put(e) })
 }
 
 // Update applies fn to the record for name and stores the result in one
 // transaction. fn may run more than once and must only change vol.
 func (s *Store) Update(name string, fn func(vol *Volume) error) (*Volume, error) {
 	var out *Volume
-	err := s.commit(func(tx *bolt.Tx) error {
+	var e entry
+	err := s.commitApply(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketVolumes)
 		raw := b.Get([]byte(name))
 		if raw == nil {
@@ -415,27 +463,31 @@ func (s *Store) Update(name string, fn func(vol *Volume) error) (*Volume, error)
 		if err != nil {
 			return err
 		}
-		out = vol
+		out, e = vol, s.entryFor(vol, data)
 		return b.Put([]byte(name), data)
-	})
+	}, func(x *index) { x.put(e) })
 	return out, err
 }
 
 // Delete removes the record for name; ErrNotFound if there is none.
 func (s *Store) Delete(name string) error {
-	return s.commit(func(tx *bolt.Tx) error {
+	return s.commitApply(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketVolumes)
 		if b.Get([]byte(name)) == nil {
 			return ErrNotFound
 		}
 		return b.Delete([]byte(name))
-	})
+	}, func(x *index) { x.del(name) })
 }
 
 // commit runs fn in a durable read-write transaction, grouped with any
 // writers that arrive meanwhile. fn must be safe to run more than once.
-func (s *Store) commit(fn func(*bolt.Tx) error) error {
-	c := &call{fn: fn, done: make(chan error, 1)}
+func (s *Store) commit(fn func(*bolt.Tx) error) error { return s.commitApply(fn, nil) }
+
+// commitApply is commit, then apply to the index once fn's transaction
+// committed (and never if it did not).
+func (s *Store) commitApply(fn func(*bolt.Tx) error, apply func(*index)) error {
+	c := &call{fn: fn, apply: apply, done: make(chan error, 1)}
 	s.mu.Lock()
 	s.pending = append(s.pending, c)
 	if s.leading {
@@ -472,6 +524,17 @@ func (s *Store) run(group []*call) {
 	})
 	if s.CommitObserver != nil {
 		s.CommitObserver(time.Since(start))
+	}
+	if err == nil {
+		// In commit order, under one hold of the lock: a reader sees the
+		// state before this group or after it.
+		s.idx.mu.Lock()
+		for _, c := range group {
+			if c.apply != nil {
+				c.apply(&s.idx)
+			}
+		}
+		s.idx.mu.Unlock()
 	}
 	var member errMember
 	if err == nil || (len(group) == 1 && !errors.As(err, &member)) {
