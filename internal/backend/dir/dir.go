@@ -93,14 +93,7 @@ func (d *Dir) Create(ctx context.Context, vol *backend.Volume, opts backend.Opti
 // Occupied refuses what makeEmpty would refuse: anything at the volume's
 // path but an empty directory.
 func (d *Dir) Occupied(vol *backend.Volume) error {
-	p := d.path(vol.Name)
-	if _, err := os.Lstat(p); err != nil {
-		return nil
-	}
-	if err := safefs.Adoptable(p); err != nil {
-		return fmt.Errorf("its data directory %s already exists but no volume records it (%v); nothing was changed: inspect it and move it away, then create the volume again", p, err)
-	}
-	return nil
+	return backend.RefuseLeftover(d.path(vol.Name), "data directory")
 }
 
 // makeEmpty creates the volume's empty directory or subvolume. A crash
@@ -109,8 +102,8 @@ func (d *Dir) Occupied(vol *backend.Volume) error {
 func (d *Dir) makeEmpty(ctx context.Context, name string, sized bool) error {
 	p := d.path(name)
 	if _, err := os.Lstat(p); err == nil {
-		if aerr := safefs.Adoptable(p); aerr != nil {
-			return fmt.Errorf("its data directory %s already exists but no volume records it (%v); nothing was changed: inspect it and move it away, then create the volume again", p, aerr)
+		if err := backend.RefuseLeftover(p, "data directory"); err != nil {
+			return err
 		}
 		if !d.btrfs || btrfs.IsSubvolume(p) {
 			return nil

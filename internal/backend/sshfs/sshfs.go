@@ -178,34 +178,14 @@ func (s *SSHFS) Create(_ context.Context, vol *backend.Volume, opts backend.Opti
 	if err := s.checkAccess(opts); err != nil {
 		return fmt.Errorf("%v; nothing was created", err)
 	}
-	p := s.path(vol.Name)
-	err := os.Mkdir(p, 0o700)
-	if errors.Is(err, os.ErrExist) {
-		// A crash between mkdir and the record leaves an empty mount
-		// point, safe to adopt; anything else is kept.
-		if aerr := safefs.Adoptable(p); aerr != nil {
-			return fmt.Errorf("its mount point %s already exists but no volume records it (%v); nothing was changed: inspect it, remove it, then create the volume again", p, aerr)
-		}
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("creating its mount point: %w", err)
-	}
-	return nil
+	return backend.MakeMountPoint(s.path(vol.Name))
 }
 
 // Occupied refuses what Create would refuse: anything at the mount point
 // but an empty directory. Undoing a cut Create only removes that empty
 // mount point; nothing on the server is ever touched.
 func (s *SSHFS) Occupied(vol *backend.Volume) error {
-	p := s.path(vol.Name)
-	if _, err := os.Lstat(p); err != nil {
-		return nil
-	}
-	if err := safefs.Adoptable(p); err != nil {
-		return fmt.Errorf("its mount point %s already exists but no volume records it (%v); nothing was changed: inspect it, remove it, then create the volume again", p, err)
-	}
-	return nil
+	return backend.RefuseLeftover(s.path(vol.Name), "mount point")
 }
 
 // Up reports whether an sshfs is mounted at the volume's mount point, from

@@ -5,7 +5,6 @@ package tmpfs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -52,33 +51,13 @@ func (t *Tmpfs) Validate(backend.Options) error { return nil }
 
 // Create makes the empty mount point; nothing is mounted until first use.
 func (t *Tmpfs) Create(_ context.Context, vol *backend.Volume, _ backend.Options) error {
-	p := t.path(vol.Name)
-	err := os.Mkdir(p, 0o700)
-	if errors.Is(err, os.ErrExist) {
-		// Like dir: a crash between mkdir and the record leaves an empty
-		// mount point, which is safe to adopt; anything else is kept.
-		if aerr := safefs.Adoptable(p); aerr != nil {
-			return fmt.Errorf("its mount point %s already exists but no volume records it (%v); nothing was changed: inspect it, remove it, then create the volume again", p, aerr)
-		}
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("creating its mount point: %w", err)
-	}
-	return nil
+	return backend.MakeMountPoint(t.path(vol.Name))
 }
 
 // Occupied refuses what Create would refuse: anything at the mount point
 // but an empty directory.
 func (t *Tmpfs) Occupied(vol *backend.Volume) error {
-	p := t.path(vol.Name)
-	if _, err := os.Lstat(p); err != nil {
-		return nil
-	}
-	if err := safefs.Adoptable(p); err != nil {
-		return fmt.Errorf("its mount point %s already exists but no volume records it (%v); nothing was changed: inspect it, remove it, then create the volume again", p, err)
-	}
-	return nil
+	return backend.RefuseLeftover(t.path(vol.Name), "mount point")
 }
 
 // Up reports whether something is mounted at the volume's mount point,
