@@ -52,48 +52,38 @@ func appendValue(b []byte, v interface{}) ([]byte, bool) {
 	case uint64:
 		return strconv.AppendUint(b, x, 10), true
 	case map[string]string:
-		if x == nil {
-			return append(b, "null"...), true
-		}
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		b = append(b, '{')
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(append(appendString(b, k), ':'), x[k])
-		}
-		return append(b, '}'), true
+		return appendMap(b, x, func(b []byte, s string) ([]byte, bool) { return appendString(b, s), true })
 	case map[string]interface{}:
-		if x == nil {
-			return append(b, "null"...), true
-		}
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		b = append(b, '{')
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			var ok bool
-			if b, ok = appendValue(append(appendString(b, k), ':'), x[k]); !ok {
-				return nil, false
-			}
-		}
-		return append(b, '}'), true
+		return appendMap(b, x, appendValue)
 	}
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return nil, false
 	}
 	return append(b, raw...), true
+}
+
+// appendMap appends m as encoding/json does: keys sorted, null when nil.
+func appendMap[V any](b []byte, m map[string]V, value func([]byte, V) ([]byte, bool)) ([]byte, bool) {
+	if m == nil {
+		return append(b, "null"...), true
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var ok bool
+		if b, ok = value(append(appendString(b, k), ':'), m[k]); !ok {
+			return nil, false
+		}
+	}
+	return append(b, '}'), true
 }
 
 // appendString appends s as encoding/json does (HTML-safe escaping); plain
