@@ -20,17 +20,6 @@ import (
 	"github.com/stowage/stowage/internal/e2e/engine"
 )
 
-func moduleRoot(t *testing.T) string {
-	dir, _ := os.Getwd()
-	for d := dir; d != "/"; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-	}
-	t.Fatal("no module root")
-	return ""
-}
-
 func freeAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -79,7 +68,7 @@ func names(s map[string]string) map[string]bool {
 var queried = regexp.MustCompile(`\b(?:stowage|process|go)_[a-z0-9_]+\b`)
 
 func TestDashboardAndRulesQueryRealMetrics(t *testing.T) {
-	root := moduleRoot(t)
+	root := daemon.ModuleRoot(t)
 	e := engine.Start(t, engine.Options{})
 	addr := freeAddr(t)
 	// The web view shares the metrics listener.

@@ -40,18 +40,6 @@ import (
 	"github.com/stowage/stowage/internal/mounttable"
 )
 
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, _ := os.Getwd()
-	for d := dir; d != "/"; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-	}
-	t.Fatal("no module root")
-	return ""
-}
-
 type env struct {
 	t    *testing.T
 	e    *engine.Engine
@@ -144,7 +132,7 @@ func setup(t *testing.T, opts engine.Options) *env {
 			t.Fatalf("%s not found: apt-get install -y %s", tool, tool)
 		}
 	}
-	x := &env{t: t, e: engine.Start(t, opts), root: repoRoot(t)}
+	x := &env{t: t, e: engine.Start(t, opts), root: daemon.ModuleRoot(t)}
 	x.make("base-image")
 	return x
 }

@@ -82,28 +82,9 @@ func (x *env) inspect(t *testing.T, name string) (scope string, status map[strin
 	return out[0].Scope, out[0].Status
 }
 
-// sshfsUnder counts sshfs processes serving a mount point under dir (other
-// tests on the machine may run sshfs of their own).
+// sshfsUnder counts sshfs processes serving a mount point under dir.
 func sshfsUnder(dir string) int {
-	n := 0
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || len(b) == 0 {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if filepath.Base(args[0]) != "sshfs" {
-			continue
-		}
-		for _, a := range args[1:] {
-			if strings.HasPrefix(a, dir+"/") {
-				n++
-				break
-			}
-		}
-	}
-	return n
+	return len(sshd.SSHFSPids(func(arg string) bool { return strings.HasPrefix(arg, dir+"/") }))
 }
 
 // The user-facing path: a shared instance reports scope global, a

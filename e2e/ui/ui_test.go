@@ -153,17 +153,6 @@ func row(name string) string {
 	return fmt.Sprintf(`document.querySelector('#volumes tr[data-volume=%q]')`, name)
 }
 
-func moduleRoot(t *testing.T) string {
-	dir, _ := os.Getwd()
-	for d := dir; d != "/"; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-	}
-	t.Fatal("no module root")
-	return ""
-}
-
 // TestWebView: the page as an operator meets it, through a real engine.
 func TestWebView(t *testing.T) {
 	e := engine.Start(t, engine.Options{})
@@ -271,7 +260,7 @@ func TestWebView(t *testing.T) {
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
-	out := filepath.Join(moduleRoot(t), "build", "ui")
+	out := filepath.Join(daemon.ModuleRoot(t), "build", "ui")
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -60,17 +60,24 @@ func Bin(t testing.TB) string {
 	if b := os.Getenv("STOWAGE_BIN"); b != "" {
 		return b
 	}
+	b := filepath.Join(ModuleRoot(t), "build", "stowage")
+	if _, err := os.Stat(b); err != nil {
+		t.Fatalf("no stowage binary at %s: run 'make build' (or set STOWAGE_BIN)", b)
+	}
+	return b
+}
+
+// ModuleRoot is the directory of stowage's go.mod, above the test's working
+// directory.
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
 	dir, _ := os.Getwd()
 	for d := dir; d != "/"; d = filepath.Dir(d) {
 		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			b := filepath.Join(d, "build", "stowage")
-			if _, err := os.Stat(b); err != nil {
-				t.Fatalf("no stowage binary at %s: run 'make build' (or set STOWAGE_BIN)", b)
-			}
-			return b
+			return d
 		}
 	}
-	t.Fatal("cannot find the module root to locate build/stowage; set STOWAGE_BIN")
+	t.Fatal("cannot find the module root (go.mod) above the working directory")
 	return ""
 }
 

@@ -356,6 +356,16 @@ func (s *Server) NewHostKey(t testing.TB) {
 
 // SSHFSPid is the pid of the sshfs process serving mountpoint, or 0.
 func SSHFSPid(mountpoint string) int {
+	if pids := SSHFSPids(func(arg string) bool { return arg == mountpoint }); len(pids) > 0 {
+		return pids[0]
+	}
+	return 0
+}
+
+// SSHFSPids are the pids of sshfs processes with an argument match accepts
+// (other tests on the machine may run sshfs of their own).
+func SSHFSPids(match func(arg string) bool) []int {
+	var pids []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -371,10 +381,11 @@ func SSHFSPid(mountpoint string) int {
 			continue
 		}
 		for _, a := range args[1:] {
-			if a == mountpoint {
-				return pid
+			if match(a) {
+				pids = append(pids, pid)
+				break
 			}
 		}
 	}
-	return 0
+	return pids
 }
