@@ -163,3 +163,65 @@ func TestWalkStopsAtAnotherFilesystem(t *testing.T) {
 	}
 	mustExist(t, filepath.Join(sub, "theirs"))
 }
+
+// A file bind-mounted over a file deep in the volume: found by the subtree
+// check (the table was never read), nothing deleted on either side.
+func TestRefusesThroughFileBindMount(t *testing.T) {
+	needRoot(t)
+	base := t.TempDir()
+	src := filepath.Join(base, "host-secret")
+	write(t, src, "keep")
+	dir := filepath.Join(base, "vol")
+	target := filepath.Join(dir, "a", "b", "c", "file")
+	write(t, target, "under")
+	write(t, filepath.Join(dir, "mine"), "x")
+	mount(t, src, target, "", unix.MS_BIND)
+	err := RemoveTree(dir)
+	if !errors.Is(err, ErrMounted) || !strings.Contains(err.Error(), target) {
+		t.Fatalf("RemoveTree with a file bind mount = %v, want ErrMounted naming %s", err, target)
+	}
+	mustExist(t, src)
+	mustExist(t, filepath.Join(dir, "mine"))
+	if b, _ := os.ReadFile(src); string(b) != "keep" {
+		t.Fatalf("the mounted file changed: %q", b)
+	}
+}
+
+// Mounts beside the volume, not in it, are none of its business; a missing
+// volume directory has nothing mounted in it.
+func TestRefuseMountedLooksOnlyAtTheSubtree(t *testing.T) {
+	needRoot(t)
+	base := t.TempDir()
+	beside := filepath.Join(base, "vol2")
+	os.MkdirAll(beside, 0o755)
+	mount(t, "tmpfs", beside, "tmpfs", 0)
+	dir := filepath.Join(base, "vol")
+	write(t, filepath.Join(dir, "x", "y"), "z")
+	if err := RefuseMounted(dir); err != nil {
+		t.Fatalf("RefuseMounted with a mount beside it = %v, want nil", err)
+	}
+	if err := RefuseMounted(filepath.Join(base, "missing")); err != nil {
+		t.Fatalf("RefuseMounted of a missing dir = %v, want nil", err)
+	}
+	if err := RemoveTree(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+		t.Fatalf("vol still there: %v", err)
+	}
+}
+
+// Many mounts below: the error names a bounded number of them.
+func TestRefuseMountedNamesABoundedList(t *testing.T) {
+	needRoot(t)
+	dir := filepath.Join(t.TempDir(), "vol")
+	for i := 0; i < maxReported+3; i++ {
+		p := filepath.Join(dir, "m", string(rune('a'+i)))
+		os.MkdirAll(p, 0o755)
+		mount(t, "tmpfs", p, "tmpfs", 0)
+	}
+	err := RefuseMounted(dir)
+	if !errors.Is(err, ErrMounted) || strings.Count(err.Error(), dir+"/m/") != maxReported {
+		t.Fatalf("RefuseMounted = %v, want ErrMounted naming %d mounts", err, maxReported)
+	}
+}
