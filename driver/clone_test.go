@@ -192,3 +192,44 @@ func TestRetriedCloneCreateSucceeds(t *testing.T) {
 		t.Errorf("a refused Create copied: %v", cf.clones)
 	}
 }
+
+// A clone recorded before records kept their request (no Requested): its
+// options are the request merged with what it inherited. The same source
+// and options as recorded is the retry; anything else is still refused.
+func TestRetriedCreateOfAnOldCloneRecord(t *testing.T) {
+	d, cf, st := cloneFixture(t)
+	// What such a record holds: the parsed request (defaults included)
+	// with the source's uid inherited.
+	old := &store.Volume{Name: "dst", Backend: "fake", Options: map[string]string{"from": "src", "from_mounted": "false", "mode": "0700", "uid": "7"}}
+	if err := st.Create(old); err != nil {
+		t.Fatal(err)
+	}
+	cf.created["dst"] = true
+	before, _ := st.Get("dst")
+	for _, opts := range []map[string]string{
+		{"from": "src", "mode": "0700"},
+		{"from": "src", "uid": "7", "mode": "0700"},
+		{"from": "src", "uid": "7", "mode": "0700", "from_mounted": "false"},
+	} {
+		if err := d.Create(&volume.CreateRequest{Name: "dst", Options: opts}); err != nil {
+			t.Errorf("retried Create %v of an old clone record = %v, want success", opts, err)
+		}
+	}
+	for _, opts := range []map[string]string{
+		{"from": "other", "mode": "0700"},
+		{"from": "src"}, // mode 0755 by default: not what was asked
+		{"from": "src", "mode": "0700", "uid": "8"},
+		{"from": "src", "mode": "0700", "from_mounted": "true"},
+		{"uid": "7", "mode": "0700"},
+		{},
+	} {
+		err := d.Create(&volume.CreateRequest{Name: "dst", Options: opts})
+		if err == nil || !strings.Contains(err.Error(), "already exists") {
+			t.Errorf("Create %v over the old clone record = %v; want 'already exists'", opts, err)
+		}
+	}
+	after, _ := st.Get("dst")
+	if !reflect.DeepEqual(before, after) || len(cf.clones) != 0 {
+		t.Errorf("the record changed (%+v, was %+v) or a copy ran (%v)", after, before, cf.clones)
+	}
+}

@@ -223,11 +223,7 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 		// Docker only creates after Get said no, but a retried or raced
 		// Create with the same request must not fail. A clone's Options
 		// hold what it inherited, so compare with what was asked.
-		asked := existing.Requested
-		if asked == nil {
-			asked = existing.Options
-		}
-		if existing.Backend == id && equalOptions(asked, opts) {
+		if existing.Backend == id && sameRequest(existing, opts) {
 			return nil
 		}
 		return volErr(name, "already exists with backend %q and options %s; remove it first or choose another name", existing.Backend, formatOptions(existing.Options))
@@ -636,6 +632,30 @@ func (d *Driver) staleHint(vol *store.Volume) string {
 		return ""
 	}
 	return fmt.Sprintf(" (%d of them date from before the last reboot and no container can still hold them; release them with 'stowage release %s')", stale, vol.Name)
+}
+
+// sameRequest reports whether opts is the request that made vol. A record
+// keeps its request apart (Requested) when its options have changed since
+// (a clone's inherited ones, a resize). A clone recorded before records
+// kept it holds only the merged options: there, the same source and every
+// asked option as recorded is the same request, as the rest was inherited.
+func sameRequest(vol *store.Volume, opts map[string]string) bool {
+	if vol.Requested != nil {
+		return equalOptions(vol.Requested, opts)
+	}
+	if equalOptions(vol.Options, opts) {
+		return true
+	}
+	from := vol.Options[backend.KeyFrom]
+	if from == "" || opts[backend.KeyFrom] != from {
+		return false
+	}
+	for k, v := range opts {
+		if got, ok := vol.Options[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }
 
 func equalOptions(a, b map[string]string) bool {
