@@ -31,8 +31,16 @@ func Under(path string) ([]string, error) {
 	return out, nil
 }
 
-// IsMountPoint reports whether something is mounted exactly at path.
+// IsMountPoint reports whether something is mounted exactly at path. It
+// asks statx (Crosses) rather than the mount table, which Mount, Unmount
+// and Remove would otherwise parse whole on every call; only a path statx
+// cannot look at (a FUSE mount whose daemon died answers ENOTCONN) is
+// looked up in the table.
 func IsMountPoint(path string) (bool, error) {
+	m, err := Crosses(path)
+	if err == nil {
+		return m, nil
+	}
 	infos, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(filepath.Clean(path)))
 	if err != nil {
 		return false, fmt.Errorf("reading the mount table: %w", err)

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,8 +37,12 @@ func TestCrossesAgreesWithTheTable(t *testing.T) {
 		if err != nil || got != c.want {
 			t.Errorf("Crosses(%s) = %v, %v; want %v", filepath.Base(c.path), got, err, c.want)
 		}
-		if table, _ := IsMountPoint(c.path); c.path != link && table != got {
-			t.Errorf("%s: Crosses says %v, the mount table %v", filepath.Base(c.path), got, table)
+		infos, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(c.path))
+		if table := len(infos) > 0; err != nil || (c.path != link && table != got) {
+			t.Errorf("%s: Crosses says %v, the mount table %v (%v)", filepath.Base(c.path), got, table, err)
+		}
+		if m, err := IsMountPoint(c.path); err != nil || m != got {
+			t.Errorf("IsMountPoint(%s) = %v, %v; want %v", filepath.Base(c.path), m, err, got)
 		}
 	}
 }
