@@ -813,7 +813,7 @@ func TestBench(t *testing.T) {
 	})
 	stoName, floName := daemon.RandomName("stwb"), daemon.RandomName("flrb")
 	sto := &proc{name: stoName, sock: "/run/docker/plugins/" + stoName + ".sock", bin: cfg.bin,
-		args:    []string{"serve", "--root", root, "--socket", stoName},
+		args:    []string{"serve", "--root", root, "--socket", stoName, "--announce-to", ""},
 		logPath: filepath.Join(cfg.out, "stowage.log")}
 	flo := &proc{name: floName, sock: "/run/docker/plugins/" + floName + ".sock", bin: cfg.floorBin,
 		args: []string{"floor", "--socket", floName}, logPath: filepath.Join(cfg.out, "floor.log")}

@@ -224,6 +224,17 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		}
 		defer stop()
 	}
+	if names := announcedDrivers(cfg, sock); cfg.AnnounceTo != "" && len(names) > 0 {
+		a, err := plugin.NewAnnouncer(cfg.AnnounceTo, names, log)
+		if err != nil {
+			srv.Shutdown(time.Second)
+			return fmt.Errorf("--announce-to: %w", err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		announced := make(chan struct{})
+		go func() { a.Run(ctx); close(announced) }()
+		defer func() { cancel(); <-announced }()
+	}
 	if mets != nil {
 		mets.SetReady(true)
 	}
@@ -269,6 +280,23 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	}
 	log.Info("stowage stopped")
 	return nil
+}
+
+// announcedDrivers are the driver names dockerd can find this daemon by:
+// its socket's, if dockerd discovers sockets there, and the TCP spec's.
+func announcedDrivers(cfg *config.Serve, sock string) []string {
+	var names []string
+	name := strings.TrimSuffix(filepath.Base(sock), ".sock")
+	dir := filepath.Dir(sock)
+	if dir == plugin.PluginSocketDir || (dir == filepath.Join(plugin.PluginSocketDir, name)) {
+		names = append(names, name)
+	}
+	if cfg.TCPAddr != "" {
+		if n := strings.TrimSuffix(filepath.Base(cfg.Socket), ".sock"); len(names) == 0 || names[0] != n {
+			names = append(names, n)
+		}
+	}
+	return names
 }
 
 // recoveryInterval is how often the daemon retries what start-up recovery

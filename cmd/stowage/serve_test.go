@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
-	"github.com/stowage/stowage/internal/backend"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/stowage/stowage/internal/backend"
+	"github.com/stowage/stowage/internal/config"
 )
 
 // A bad environment twin stops serve before it touches anything, rather
@@ -68,5 +71,25 @@ func TestServeRefusesGlobalScopeWithLocalBackends(t *testing.T) {
 	code := run([]string{"serve", "--root", root, "--socket", filepath.Join(t.TempDir(), "s.sock"), "--scope", "global", "--backends", "dir"}, &out, &out)
 	if code != 1 {
 		t.Fatalf("exit %d, output %q; want 1", code, out.String())
+	}
+}
+
+// dockerd can be told only of names it can find the daemon by.
+func TestAnnouncedDrivers(t *testing.T) {
+	for _, c := range []struct {
+		sock, tcp string
+		want      []string
+	}{
+		{"/run/docker/plugins/stowage.sock", "", []string{"stowage"}},
+		{"/run/docker/plugins/shared/shared.sock", "", []string{"shared"}},
+		{"/run/docker/plugins/x/other.sock", "", nil},
+		{"/tmp/stowage.sock", "", nil},
+		{"/tmp/stowage.sock", "0.0.0.0:1", []string{"stowage"}},
+		{"/run/docker/plugins/stowage.sock", "0.0.0.0:1", []string{"stowage"}},
+	} {
+		cfg := &config.Serve{Socket: c.sock, TCPAddr: c.tcp}
+		if got := announcedDrivers(cfg, c.sock); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("announcedDrivers(%s, tcp %q) = %v, want %v", c.sock, c.tcp, got, c.want)
+		}
 	}
 }

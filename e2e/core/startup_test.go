@@ -21,7 +21,7 @@ func serveOnce(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, daemon.Bin(t), append([]string{"serve"}, args...)...)
+	cmd := exec.CommandContext(ctx, daemon.Bin(t), append([]string{"serve", "--announce-to", ""}, args...)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

@@ -42,11 +42,11 @@ func TestSwarm(t *testing.T) {
 	x.srv = startServer(t, x.c)
 	x.a, x.b = x.c.Node(t, "a"), x.c.Node(t, "b")
 	for _, n := range []*cluster.Node{x.a, x.b} {
+		// Nothing lists volumes on the nodes: dockerd finds a legacy plugin
+		// only when something names it, and Swarm schedules a task only on
+		// nodes whose engine has, so every task below depends on stowage
+		// announcing itself (--announce-to, the node's engine).
 		n.Serve(t, daemon.Options{Name: driver, Args: x.srv.serveArgs()})
-		// dockerd finds a legacy plugin lazily, and a node tells Swarm only
-		// the volume drivers it has found: until then the scheduler says
-		// "missing plugin". Listing volumes makes the engine find it.
-		n.Docker(t, "volume", "ls")
 	}
 	x.c.Swarm(t, x.a, x.b)
 	t.Logf("cluster, sshd and swarm ready in %v", time.Since(began).Round(time.Millisecond))

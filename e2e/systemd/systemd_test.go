@@ -60,7 +60,7 @@ func TestSocketActivatedDaemonServesDocker(t *testing.T) {
 
 	logs := &buf{}
 	cmd := exec.Command("systemd-socket-activate", "-l", sock, "-E", "NOTIFY_SOCKET="+notifyPath,
-		daemon.Bin(t), "serve", "--root", root, "--socket", name, "--log-level", "debug")
+		daemon.Bin(t), "serve", "--root", root, "--socket", name, "--log-level", "debug", "--announce-to", "")
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

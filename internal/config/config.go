@@ -48,6 +48,8 @@ type Serve struct {
 	// Issue 13: the web view, and per-volume usage gauges.
 	UIAddr             string
 	MetricsVolumeUsage bool
+	// Swarm on legacy plugins: make dockerd look the driver up at once.
+	AnnounceTo string
 }
 
 // EnvName is the environment twin of a flag: --log-level → STOWAGE_LOG_LEVEL.
@@ -154,6 +156,7 @@ func (c *Serve) Bind(b *Binder) {
 	b.String(&c.SpecDir, "spec-dir", "/etc/docker/plugins", "where --tcp-addr writes NAME.json for dockerd's plugin discovery")
 	b.String(&c.UIAddr, "ui-addr", "", "serve the read-only web view of volumes, usage and health on a loopback HOST:PORT or unix:/path; may equal --metrics-addr to share its listener (default: off)")
 	b.Bool(&c.MetricsVolumeUsage, "metrics-volume-usage", false, "with --metrics-addr, also export stowage_volume_used_bytes and stowage_volume_size_limit_bytes per volume (two series per volume; read at scrape time with statfs or a quota query)")
+	b.String(&c.AnnounceTo, "announce-to", "unix:///var/run/docker.sock", "dockerd API socket to make look the driver up as soon as both run (and again after each dockerd restart), so Swarm sees it on this node before any volume is used; empty: never call dockerd (a managed plugin needs none)")
 	b.String(&c.BootIDFile, "boot-id-file", "/proc/sys/kernel/random/boot_id", "file holding the kernel boot ID that dates mount-ledger entries; change it only for testing or in containers")
 }
 

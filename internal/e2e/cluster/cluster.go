@@ -223,6 +223,10 @@ func (c *Cluster) dropForeignMounts(t testing.TB, mnt string) {
 func (n *Node) Serve(t testing.TB, o daemon.Options) *daemon.Daemon {
 	t.Helper()
 	o.NS, o.PluginsDir = n.NS, n.PluginsDir
+	// As on a real node: stowage tells its engine it is there.
+	if o.AnnounceTo == "" {
+		o.AnnounceTo = n.Engine.Host()
+	}
 	n.Stowage = daemon.Start(t, o)
 	return n.Stowage
 }

@@ -38,6 +38,10 @@ type Options struct {
 	// PluginsDir is where the daemon's /run/docker/plugins is seen from
 	// the test (a node binds its own dir there); default /run/docker/plugins.
 	PluginsDir string
+	// AnnounceTo is --announce-to: the engine told about the driver. By
+	// default none: a test daemon must not register itself with the
+	// machine's dockerd, which would call it long after the test.
+	AnnounceTo string
 }
 
 // Daemon is one stowage serve process (and its restarts).
@@ -119,7 +123,7 @@ func Start(t testing.TB, o Options) *Daemon {
 
 func (d *Daemon) start(t testing.TB) {
 	t.Helper()
-	args := append([]string{d.bin, "serve", "--root", d.Root, "--socket", d.Name, "--log-level", "debug"}, d.opts.Args...)
+	args := append([]string{d.bin, "serve", "--root", d.Root, "--socket", d.Name, "--log-level", "debug", "--announce-to", d.opts.AnnounceTo}, d.opts.Args...)
 	if !d.opts.NS.Empty() {
 		args = d.opts.NS.Argv(args...)
 	}

@@ -1,0 +1,104 @@
+package plugin
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeEngine answers the two calls an Announcer makes, as dockerd does: an
+// event stream that stays open, and a volume list that records the filter.
+type fakeEngine struct {
+	t    *testing.T
+	path string
+	mu   sync.Mutex
+	seen []string
+	srv  *http.Server
+	got  chan string
+}
+
+func startFakeEngine(t *testing.T, path string, got chan string) *fakeEngine {
+	e := &fakeEngine{t: t, path: path, got: got}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	mux.HandleFunc("/volumes", func(w http.ResponseWriter, r *http.Request) {
+		e.got <- r.URL.Query().Get("filters")
+		io.WriteString(w, `{"Volumes":[],"Warnings":null}`)
+	})
+	e.srv = &http.Server{Handler: mux}
+	go e.srv.Serve(l)
+	return e
+}
+
+// stop is dockerd going away: listener and open streams closed at once.
+func (e *fakeEngine) stop() { e.srv.Close() }
+
+func wantAnnounce(t *testing.T, got chan string, want string) {
+	t.Helper()
+	select {
+	case f := <-got:
+		if f != want {
+			t.Fatalf("dockerd was asked for %s, want %s", f, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no announcement (want %s)", want)
+	}
+}
+
+// Before any engine runs the announcer waits; it announces every driver to
+// the engine once it appears, and again to the next one after a restart,
+// and to no one while none runs.
+func TestAnnouncerTellsEachEngineThatStarts(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	a, err := NewAnnouncer("unix://"+sock, []string{"stowage", "stowage-tls"}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Retry = 20 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("Run did not return after its context ended")
+		}
+	}()
+
+	time.Sleep(100 * time.Millisecond) // a few failed attempts: no engine yet
+	got := make(chan string, 10)
+	for round := 0; round < 2; round++ {
+		e := startFakeEngine(t, sock, got)
+		wantAnnounce(t, got, `{"driver":["stowage"]}`)
+		wantAnnounce(t, got, `{"driver":["stowage-tls"]}`)
+		select {
+		case f := <-got:
+			t.Fatalf("announced twice to one engine: %s", f)
+		case <-time.After(150 * time.Millisecond):
+		}
+		e.stop()
+	}
+}
+
+func TestAnnouncerWantsAUnixSocketPath(t *testing.T) {
+	for _, h := range []string{"tcp://127.0.0.1:2375", "unix://docker.sock", "/var/run/docker.sock", "unix:///var/run/../run/docker.sock", ""} {
+		if _, err := NewAnnouncer(h, []string{"x"}, quiet()); err == nil {
+			t.Errorf("NewAnnouncer(%q) accepted it", h)
+		}
+	}
+}
