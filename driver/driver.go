@@ -35,8 +35,6 @@ const (
 
 // Config is what a Driver is built from.
 type Config struct {
-	// Store, if opened with a store.Options.ListRenderer, must have been
-	// given ListRenderer(Backends).
 	Store *store.Store
 	// Backends are the enabled, provisioned backends by ID.
 	Backends       map[string]backend.Instance
@@ -86,22 +84,11 @@ func New(cfg Config) (*Driver, error) {
 		return nil, errors.New("driver: no boot ID")
 	}
 	d := &Driver{cfg: cfg, locks: newKeyedMutex(), log: cfg.Log}
-	// List is answered with elements the store keeps rendered: made in
-	// Open's own pass when the store was opened with ListRenderer.
-	if !cfg.Store.Renders() {
-		if err := cfg.Store.SetListRenderer(ListRenderer(cfg.Backends)); err != nil {
-			return nil, fmt.Errorf("reading the volumes' records: %v", err)
-		}
+	// List is answered with elements the store keeps rendered.
+	if err := cfg.Store.SetListRenderer(d.listElement); err != nil {
+		return nil, fmt.Errorf("reading the volumes' records: %v", err)
 	}
 	return d, nil
-}
-
-// ListRenderer renders a volume's element of List's answer for a driver
-// over backends. A store opened with it (store.Options.ListRenderer) has
-// the elements made in Open's pass over the records, instead of in a
-// second pass at New; it must be given the same backends as Config.
-func ListRenderer(backends map[string]backend.Instance) store.ListRenderer {
-	return func(buf []byte, v *store.Volume) []byte { return listElement(buf, backends, v) }
 }
 
 // BootID is the boot this driver dates ledger entries with: an entry of
@@ -178,10 +165,8 @@ func (d *Driver) held(name string) (*store.Volume, backend.Instance, func(), err
 
 // mountpoint is where vol's data is reachable, or "" if its backend is not
 // enabled here: List must still list such a volume.
-func (d *Driver) mountpoint(vol *store.Volume) string { return mountpoint(d.cfg.Backends, vol) }
-
-func mountpoint(backends map[string]backend.Instance, vol *store.Volume) string {
-	if inst, ok := backends[vol.Backend]; ok {
+func (d *Driver) mountpoint(vol *store.Volume) string {
+	if inst, ok := d.cfg.Backends[vol.Backend]; ok {
 		return inst.Mountpoint(vol)
 	}
 	return ""
@@ -554,9 +539,9 @@ func (d *Driver) WriteList(w io.Writer) error {
 
 // listElement is vol's element of List's answer, exactly as encoding/json
 // writes a volume.Volume with Name, Mountpoint and CreatedAt.
-func listElement(buf []byte, backends map[string]backend.Instance, v *store.Volume) []byte {
+func (d *Driver) listElement(buf []byte, v *store.Volume) []byte {
 	buf = appendJSONString(append(buf, `{"Name":`...), v.Name)
-	if mp := mountpoint(backends, v); mp != "" {
+	if mp := d.mountpoint(v); mp != "" {
 		buf = appendJSONString(append(buf, `,"Mountpoint":`...), mp)
 	}
 	return append(v.CreatedAt.AppendFormat(append(buf, `,"CreatedAt":"`...), time.RFC3339), '"', '}')

@@ -124,14 +124,7 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	if err := refuseLostState(root); err != nil {
 		return err
 	}
-	// The backends first, so Open renders every List element in its own
-	// pass over the records (a second pass is ~0.1 s and ~60 MiB of
-	// garbage at 100 000 volumes).
-	insts, err := provision(cfg, root, log)
-	if err != nil {
-		return err
-	}
-	st, err := store.Open(filepath.Join(root, store.FileName), store.Options{ListRenderer: driver.ListRenderer(insts)})
+	st, err := store.Open(filepath.Join(root, store.FileName), store.Options{})
 	if err != nil {
 		return err
 	}
@@ -171,7 +164,7 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		defer uiListener.Close()
 	}
 
-	drv, err := newDriver(cfg, insts, st, log)
+	drv, insts, err := buildDriver(cfg, root, st, log)
 	if err != nil {
 		return err
 	}
@@ -308,43 +301,29 @@ func refuseLostState(root string) error {
 // --expose-dir if set) and builds the driver over st, exactly as the daemon
 // sees them: doctor, reading the state itself, must judge as serve would.
 func buildDriver(cfg *config.Serve, root string, st *store.Store, log logrus.FieldLogger) (*driver.Driver, map[string]backend.Instance, error) {
-	insts, err := provision(cfg, root, log)
-	if err != nil {
-		return nil, nil, err
-	}
-	drv, err := newDriver(cfg, insts, st, log)
-	return drv, insts, err
-}
-
-// provision is buildDriver's first half: the backends.
-func provision(cfg *config.Serve, root string, log logrus.FieldLogger) (map[string]backend.Instance, error) {
 	reg := backend.NewRegistry(all.Modules()...)
 	insts, err := reg.Provision(root, cfg.EnabledBackends(defaultBackends(reg, cfg)), cfg.BackendSettings(), log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if cfg.ExposeDir != "" {
 		if insts, err = exposeInstances(insts, root, cfg.ExposeDir, log); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return insts, nil
-}
-
-// newDriver is buildDriver's second half: the driver over insts and st.
-func newDriver(cfg *config.Serve, insts map[string]backend.Instance, st *store.Store, log logrus.FieldLogger) (*driver.Driver, error) {
 	scope, err := resolveScope(cfg.Scope, insts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	bootID, err := driver.ReadBootID(cfg.BootIDFile)
 	if err != nil {
-		return nil, fmt.Errorf("--boot-id-file: %w", err)
+		return nil, nil, fmt.Errorf("--boot-id-file: %w", err)
 	}
-	return driver.New(driver.Config{
+	drv, err := driver.New(driver.Config{
 		Store: st, Backends: insts, DefaultBackend: defaultBackend(cfg.DefaultBackend, insts),
 		Scope: scope, Log: log, BootID: bootID,
 	})
+	return drv, insts, err
 }
 
 // defaultBackend is --default-backend, else dir, else the only enabled

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -276,54 +275,5 @@ func TestGetDuringCommitsIsNeverTorn(t *testing.T) {
 	s.ScanListings(func(b []byte) error { got = append(got, string(b)); return nil })
 	if len(got) != 8 || got[0] != "50" || got[7] != "50" {
 		t.Fatalf("List elements after the updates: %v", got)
-	}
-}
-
-// Open with a ListRenderer makes the same List elements as SetListRenderer
-// after a plain Open, across more records than one drop of the file's pages
-// (dropEvery) and one index chunk.
-func TestOpenRendersAsSetListRendererDoes(t *testing.T) {
-	s, path := openTemp(t)
-	n := dropEvery + chunkMax + 3
-	for i := 0; i < n; i++ {
-		if err := s.Create(&Volume{Name: fmt.Sprintf("v%05d", i), Backend: "dir", Options: map[string]string{"a": strconv.Itoa(i)}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.Close()
-	render := func(b []byte, v *Volume) []byte { return append(append(b, v.Name...), v.Options["a"]...) }
-	listings := func(s *Store) []string {
-		var out []string
-		if err := s.ScanListings(func(b []byte) error { out = append(out, string(b)); return nil }); err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
-	opened, err := Open(path, Options{ListRenderer: render})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !opened.Renders() {
-		t.Fatal("a store opened with a ListRenderer says it has none")
-	}
-	got := listings(opened)
-	opened.Close()
-	plain, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plain.Close()
-	if plain.Renders() {
-		t.Fatal("a plain store says it has a List renderer")
-	}
-	if err := plain.SetListRenderer(render); err != nil {
-		t.Fatal(err)
-	}
-	want := listings(plain)
-	if len(got) != n || strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("Open rendered %d elements, SetListRenderer %d; first %q / %q", len(got), len(want), got[:1], want[:1])
-	}
-	if got[7] != "v000077" {
-		t.Fatalf("element 7 = %q", got[7])
 	}
 }

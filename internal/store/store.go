@@ -143,9 +143,6 @@ type Options struct {
 	ReadOnly bool
 	// LockTimeout bounds the wait for another process's lock on the file.
 	LockTimeout time.Duration
-	// ListRenderer, if set, is SetListRenderer done in Open's own pass over
-	// the records (one decode of each, no second pass).
-	ListRenderer ListRenderer
 }
 
 // Open opens (or, if absent and not read-only, creates) the state file at
@@ -185,9 +182,6 @@ func Open(path string, o Options) (s *Store, err error) {
 		return nil, fmt.Errorf("state file %s: cannot open: %w", path, err)
 	}
 	s = &Store{db: db, path: path}
-	if o.ListRenderer != nil {
-		s.render.Store(&o.ListRenderer)
-	}
 	if err := s.checkSchema(o.ReadOnly); err != nil {
 		db.Close()
 		return nil, err
@@ -299,21 +293,12 @@ func (s *Store) checkIntegrity() error {
 		}
 		s.idx.mu.Lock()
 		defer s.idx.mu.Unlock()
-		r := s.render.Load()
-		var scratch []byte
 		n := 0
 		if err := b.ForEach(func(k, v []byte) error {
-			vol, err := decode(k, v)
-			if err != nil {
+			if _, err := decode(k, v); err != nil {
 				return fmt.Errorf("state file %s: %w; stowage will not start over it", s.path, err)
 			}
-			var e entry
-			if r != nil {
-				e, scratch = renderEntry(vol.Name, v, vol, *r, scratch)
-			} else {
-				e = newEntry(vol.Name, v, nil)
-			}
-			s.idx.appendSorted(e)
+			s.idx.appendSorted(newEntry(string(k), v, nil))
 			if n++; n%dropEvery == 0 {
 				s.dropMapped(tx.Size())
 			}
@@ -419,10 +404,6 @@ func (s *Store) scanEntries(chunk int, fn func(entry) error) error {
 		after, first = string(batch[len(batch)-1].key()), false
 	}
 }
-
-// Renders says whether a List renderer is set (SetListRenderer or
-// Options.ListRenderer).
-func (s *Store) Renders() bool { return s.render.Load() != nil }
 
 // SetListRenderer sets how a volume's List element is made and renders
 // every record's now. Later changes are rendered as they commit.
