@@ -75,9 +75,13 @@ func (f *fake) Remove(_ context.Context, v *backend.Volume) error {
 	delete(f.created, v.Name)
 	return nil
 }
-func (f *fake) Inventory(context.Context, []*backend.Volume) (backend.Inventory, error) {
-	return backend.Inventory{}, nil
-}
+func (f *fake) Inventory(context.Context) (backend.InventoryRun, error) { return noInventory{}, nil }
+
+// noInventory finds nothing.
+type noInventory struct{}
+
+func (noInventory) Known([]*backend.Volume)            {}
+func (noInventory) Result() (backend.Inventory, error) { return backend.Inventory{}, nil }
 
 func (f *fake) isUp(name string) bool {
 	f.mu.Lock()
@@ -527,15 +531,20 @@ func TestConcurrentMountUnmountKeepsLedgerExact(t *testing.T) {
 // as the tmpfs backend does when its filesystem is not up.
 type inventoryProbe struct{ *fake }
 
-func (p inventoryProbe) Inventory(_ context.Context, known []*backend.Volume) (backend.Inventory, error) {
-	var inv backend.Inventory
-	for _, v := range known {
+func (p inventoryProbe) Inventory(context.Context) (backend.InventoryRun, error) {
+	return &probeRun{}, nil
+}
+
+type probeRun struct{ inv backend.Inventory }
+
+func (r *probeRun) Known(vols []*backend.Volume) {
+	for _, v := range vols {
 		if v.ActiveMounts() > 0 {
-			inv.Problems = append(inv.Problems, v.Name+" is held but not up")
+			r.inv.Problems = append(r.inv.Problems, v.Name+" is held but not up")
 		}
 	}
-	return inv, nil
 }
+func (r *probeRun) Result() (backend.Inventory, error) { return r.inv, nil }
 
 // After a reboot backends must not be told that stale entries hold their
 // storage: no container can, and they would report a live container writing

@@ -34,11 +34,9 @@ func (g *gate) Activate(_ context.Context, v *backend.Volume) error {
 	<-g.release
 	return nil
 }
-func (g *gate) Deactivate(context.Context, *backend.Volume) error { return nil }
-func (g *gate) Remove(context.Context, *backend.Volume) error     { return nil }
-func (g *gate) Inventory(context.Context, []*backend.Volume) (backend.Inventory, error) {
-	return backend.Inventory{}, nil
-}
+func (g *gate) Deactivate(context.Context, *backend.Volume) error       { return nil }
+func (g *gate) Remove(context.Context, *backend.Volume) error           { return nil }
+func (g *gate) Inventory(context.Context) (backend.InventoryRun, error) { return noInventory{}, nil }
 
 func newGated(t *testing.T) (*Driver, *gate) {
 	t.Helper()

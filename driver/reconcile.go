@@ -8,6 +8,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/stowage/stowage/internal/backend"
 	"github.com/stowage/stowage/internal/store"
 )
 
@@ -62,27 +63,53 @@ func (d *Driver) Reconcile(ctx context.Context) (Report, error) {
 
 // Check is Reconcile without the log lines, for a view that asks again and
 // again (the web view) and must not fill the log with the same findings.
+//
+// It streams: each backend first reads its side (a directory's names, the
+// mount table), then one pass over the records hands each backend its
+// volumes a chunk at a time. Nothing holds every record at once.
 func (d *Driver) Check(ctx context.Context) (Report, error) {
-	vols, err := d.cfg.Store.List()
-	if err != nil {
-		return Report{}, fmt.Errorf("reading the state: %w", err)
+	var rep Report
+	ids := enabledIDs(d.cfg.Backends)
+	runs := make(map[string]backend.InventoryRun, len(ids))
+	failed := map[string]error{}
+	for _, id := range ids {
+		run, err := d.cfg.Backends[id].Inventory(ctx)
+		if err != nil {
+			failed[id] = err
+			continue
+		}
+		runs[id] = run
 	}
-	rep := Report{Volumes: len(vols)}
-	byBackend := map[string][]*store.Volume{}
-	for _, v := range vols {
+	chunks := make(map[string][]*store.Volume, len(runs))
+	give := func(id string) {
+		runs[id].Known(chunks[id])
+		clear(chunks[id])
+		chunks[id] = chunks[id][:0]
+	}
+	err := d.cfg.Store.Scan(func(v *store.Volume) error {
+		rep.Volumes++
 		if _, ok := d.cfg.Backends[v.Backend]; !ok {
 			rep.Findings = append(rep.Findings, Finding{Kind: FindDisabledBackend, Volume: v.Name, Backend: v.Backend,
 				Detail: fmt.Sprintf("backend %q is not enabled; the volume is kept and listed but cannot be mounted", v.Backend)})
 		}
-		// Backends see only this boot's ledger: entries of an earlier boot
-		// are reported below, and no container can hold them.
-		byBackend[v.Backend] = append(byBackend[v.Backend], d.liveView(v))
 		for id, m := range v.Mounts {
 			if m.Boot != d.cfg.BootID {
 				rep.Findings = append(rep.Findings, Finding{Kind: FindStaleMount, Volume: v.Name, Backend: v.Backend, MountID: id,
 					Detail: fmt.Sprintf("mount counted %d time(s) since %s, before the last reboot; Docker will never unmount it: release it with 'stowage release %s'", m.Count, m.Since.Format(time.RFC3339), v.Name)})
 			}
 		}
+		if _, ok := runs[v.Backend]; ok {
+			// Backends see only this boot's ledger: entries of an earlier
+			// boot are reported above, and no container can hold them.
+			chunks[v.Backend] = append(chunks[v.Backend], d.liveView(v))
+			if len(chunks[v.Backend]) == backend.InventoryChunk {
+				give(v.Backend)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Report{}, fmt.Errorf("reading the state: %w", err)
 	}
 	intents, err := d.cfg.Store.Intents()
 	if err != nil {
@@ -92,8 +119,15 @@ func (d *Driver) Check(ctx context.Context) (Report, error) {
 		rep.Findings = append(rep.Findings, Finding{Kind: FindUnfinished, Volume: in.Volume.Name, Backend: in.Volume.Backend,
 			Detail: fmt.Sprintf("a %s cut by a crash at %s could not be finished or undone at start (see the log); it is retried at the next start", in.Op, in.At.Format(time.RFC3339))})
 	}
-	for _, id := range enabledIDs(d.cfg.Backends) {
-		inv, err := d.cfg.Backends[id].Inventory(ctx, byBackend[id])
+	for _, id := range ids {
+		var inv backend.Inventory
+		err := failed[id]
+		if err == nil {
+			if len(chunks[id]) > 0 {
+				give(id)
+			}
+			inv, err = runs[id].Result()
+		}
 		if err != nil {
 			rep.Findings = append(rep.Findings, Finding{Kind: FindProblem, Backend: id, Detail: fmt.Sprintf("inventory failed: %v", err)})
 			continue

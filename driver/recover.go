@@ -164,14 +164,22 @@ func (d *Driver) recoverIntent(ctx context.Context, listed *store.Intent, rec *R
 }
 
 // recoverMounts brings down storage that is up while the ledger holds no
-// live mount. It streams the records and keeps only the names it acts on.
+// live mount. It streams the records of the backends that can be up
+// (Prober) and keeps only the names it acts on.
 func (d *Driver) recoverMounts(ctx context.Context, rec *Recovery) error {
+	probers := map[string]bool{}
+	for id, inst := range d.cfg.Backends {
+		if _, ok := inst.Backend.(backend.Prober); ok {
+			probers[id] = true
+		}
+	}
+	if len(probers) == 0 {
+		return nil
+	}
 	var names []string
-	err := d.cfg.Store.Scan(func(v *store.Volume) error {
-		if inst, ok := d.cfg.Backends[v.Backend]; ok && d.liveMounts(v) == 0 {
-			if p, ok := inst.Backend.(backend.Prober); ok && p.Up(v) {
-				names = append(names, v.Name)
-			}
+	err := d.cfg.Store.ScanBackends(probers, func(v *store.Volume) error {
+		if d.liveMounts(v) == 0 && d.cfg.Backends[v.Backend].Backend.(backend.Prober).Up(v) {
+			names = append(names, v.Name)
 		}
 		return nil
 	})

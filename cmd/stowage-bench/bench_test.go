@@ -143,11 +143,14 @@ type Level struct {
 	PeerReadyS float64 `json:"peer_start_to_ready_s,omitempty"`
 	// Fsync is a 4 KiB write + fdatasync in stowage's root, one sample
 	// beside every Mount+Unmount pair, so it sees the same load.
-	Fsync        Dist    `json:"fdatasync_4k"`
-	ReadyMs      float64 `json:"start_to_ready_ms"`
-	RSSStartMiB  float64 `json:"rss_after_start_mib"`
-	RSSListMiB   float64 `json:"rss_after_list_mib"`
+	Fsync       Dist    `json:"fdatasync_4k"`
+	ReadyMs     float64 `json:"start_to_ready_ms"`
+	RSSStartMiB float64 `json:"rss_after_start_mib"`
+	RSSListMiB  float64 `json:"rss_after_list_mib"`
+	// HWMMiB is VmHWM after the List samples: the peak since exec (start,
+	// recovery, reconcile, List); HWMStartMiB the same once ready.
 	HWMMiB       float64 `json:"rss_peak_mib"`
+	HWMStartMiB  float64 `json:"rss_peak_at_ready_mib"`
 	AnonStartMiB float64 `json:"rss_anon_after_start_mib"`
 	AnonListMiB  float64 `json:"rss_anon_after_list_mib"`
 	FileListMiB  float64 `json:"rss_file_after_list_mib"`
@@ -852,7 +855,7 @@ func TestBench(t *testing.T) {
 
 		lvl.ReadyMs = float64(sto.restart(t, volName(n-1))) / 1e6
 		m := sto.mem(t)
-		lvl.RSSStartMiB, lvl.AnonStartMiB = m.rss, m.anon
+		lvl.RSSStartMiB, lvl.AnonStartMiB, lvl.HWMStartMiB = m.rss, m.anon, m.hwm
 		if fi, err := os.Stat(filepath.Join(root, "stowage.db")); err == nil {
 			lvl.StateFileMiB = float64(fi.Size()) / (1 << 20)
 		}

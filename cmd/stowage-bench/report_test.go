@@ -80,7 +80,9 @@ func targets(r *Results) []Target {
 	cr := hi.Stowage.CreateRemove.P50 / lo.Stowage.CreateRemove.P50
 	add(fmt.Sprintf("Create+Remove p50 at N=%d / at N=%d", hi.N, lo.N), cr <= 1.5, fmt.Sprintf("%.2f / %.2f ms = %.2f×", hi.Stowage.CreateRemove.P50, lo.Stowage.CreateRemove.P50, cr), "≤ 1.5×")
 	add(fmt.Sprintf("start to ready at N=%d", hi.N), hi.ReadyMs <= 1000, fmt.Sprintf("%.0f ms", hi.ReadyMs), "≤ 1 s")
-	rss := max(hi.RSSStartMiB, hi.RSSListMiB)
+	// The peak since exec counts: start-up's transient memory is as real to
+	// the host as what stays.
+	rss := max(hi.RSSStartMiB, hi.RSSListMiB, hi.HWMMiB)
 	add(fmt.Sprintf("resident memory at N=%d, index included (after start / after List / peak)", hi.N), rss <= 64, fmt.Sprintf("%.1f / %.1f / %.1f MiB (after List: %.1f MiB anonymous, %.1f MiB state-file pages)", hi.RSSStartMiB, hi.RSSListMiB, hi.HWMMiB, hi.AnonListMiB, hi.FileListMiB), "≤ 64 MiB")
 	d := r.Docker.Stowage.P50 / r.Docker.Floor.P50
 	add("Docker API create+rm pair, stowage / floor plugin (p50)", d <= 1.35, fmt.Sprintf("%.2f / %.2f ms = %.2f× (stowage / local: %.2f×; floor / local: %.2f×)", r.Docker.Stowage.P50, r.Docker.Floor.P50, d, r.Docker.Stowage.P50/r.Docker.Local.P50, r.Docker.Floor.P50/r.Docker.Local.P50), "≤ 1.35×")
@@ -182,9 +184,9 @@ func renderResults(r *Results) string {
 	}
 	p("\n")
 	p("### stowage at N volumes: start, memory, a busy Create\n\n")
-	p("| N | populate (64 callers over the socket) | start to ready | RSS after start (anon) | RSS after List (anon + file) | peak RSS | state file | Get p50 / p99 while one Create is busy | Gets during it | busy Create took |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	p("| N | populate (64 callers over the socket) | start to ready | RSS after start (anon) | RSS after List (anon + file) | peak RSS (at ready) | state file | Get p50 / p99 while one Create is busy | Gets during it | busy Create took |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, l := range r.Levels {
-		p("| %d | %.1f s (%.0f/s) | %.0f ms | %.1f MiB (%.1f) | %.1f MiB (%.1f + %.1f) | %.1f MiB | %.1f MiB | %s ms | %d | %.2f s |\n", l.N, l.PopulateSeconds, l.PopulateRate, l.ReadyMs, l.RSSStartMiB, l.AnonStartMiB, l.RSSListMiB, l.AnonListMiB, l.FileListMiB, l.HWMMiB, l.StateFileMiB, pd(l.BusyGet), l.BusyGet.Samples, l.BusyCreateS)
+		p("| %d | %.1f s (%.0f/s) | %.0f ms | %.1f MiB (%.1f) | %.1f MiB (%.1f + %.1f) | %.1f MiB (%.1f) | %.1f MiB | %s ms | %d | %.2f s |\n", l.N, l.PopulateSeconds, l.PopulateRate, l.ReadyMs, l.RSSStartMiB, l.AnonStartMiB, l.RSSListMiB, l.AnonListMiB, l.FileListMiB, l.HWMMiB, l.HWMStartMiB, l.StateFileMiB, pd(l.BusyGet), l.BusyGet.Samples, l.BusyCreateS)
 	}
 	p("\nThe disk: a 4 KiB write + fdatasync in the daemon's root takes %.2f ms p50 (%.2f ms p99, %d samples) before the run; every durable bbolt commit pays two. Beside the Mount+Unmount pairs, one per round:", r.Fsync.P50, r.Fsync.P99, r.Fsync.Samples)
 	for _, l := range r.Levels {

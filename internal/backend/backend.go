@@ -5,11 +5,14 @@
 package backend
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -48,10 +51,39 @@ type Backend interface {
 	// It must refuse while anything is mounted at or below the data, and
 	// must never delete outside the volume's own place.
 	Remove(ctx context.Context, vol *Volume) error
-	// Inventory reports what the backend finds on disk, for reconcile:
-	// the names it holds storage for, and for each known volume whether
-	// its storage is present. It must not change anything.
-	Inventory(ctx context.Context, known []*Volume) (Inventory, error)
+	// Inventory starts a look at what the backend holds on disk, for
+	// reconcile: the names it holds storage for, and for each recorded
+	// volume whether its storage is present. The backend reads its side
+	// here; the caller then hands it the recorded volumes (InventoryRun), so
+	// no one holds every record at once. It must not change anything.
+	Inventory(ctx context.Context) (InventoryRun, error)
+}
+
+// InventoryRun is one Inventory under way.
+type InventoryRun interface {
+	// Known is given the next volumes recorded for the backend, in name
+	// order, at most InventoryChunk at a time. It must not keep vols or
+	// the volumes after it returns (strings taken from them may be kept).
+	Known(vols []*Volume)
+	// Result is what the backend found; called once, after the last Known.
+	Result() (Inventory, error)
+}
+
+// InventoryChunk is the most volumes one InventoryRun.Known is given.
+const InventoryChunk = 512
+
+// RunInventory is a whole Inventory of b against known, in chunks.
+func RunInventory(ctx context.Context, b Backend, known []*Volume) (Inventory, error) {
+	run, err := b.Inventory(ctx)
+	if err != nil {
+		return Inventory{}, err
+	}
+	for len(known) > 0 {
+		n := min(len(known), InventoryChunk)
+		run.Known(known[:n])
+		known = known[n:]
+	}
+	return run.Result()
 }
 
 // Inventory is a backend's read-only view of its storage.
@@ -340,37 +372,124 @@ func (r *Registry) Provision(root string, enabled []string, settings map[string]
 	return out, nil
 }
 
-// InventoryDir is the Inventory of a backend that keeps one entry per volume,
-// named after it, in dir: entries no record names are Unrecorded, and records
-// for which present says no are Missing (present gets whether the entry
-// exists; nil means that alone decides).
-func InventoryDir(dir string, known []*Volume, present func(v *Volume, entry bool) bool) (Inventory, error) {
-	var inv Inventory
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return inv, err
-	}
-	onDisk := make(map[string]bool, len(entries))
-	for _, e := range entries {
+// InventoryDir starts the Inventory of a backend that keeps one entry per
+// volume, named after it, in dir: entries no record names are Unrecorded,
+// and records for which present says no are Missing (present gets whether
+// the entry exists; nil means that alone decides). It holds the entries'
+// names, not the records: about len(name)+8 bytes and one bit per entry.
+func InventoryDir(dir string, present func(v *Volume, entry bool) bool) (*DirInventory, error) {
+	names, err := readNames(dir, func(name string) bool {
 		// No volume name starts with a dot: such entries are a backend's
 		// own scratch (temporary files), not a volume's storage.
-		if !strings.HasPrefix(e.Name(), ".") {
-			onDisk[e.Name()] = true
-		}
+		return !strings.HasPrefix(name, ".")
+	})
+	if err != nil {
+		return nil, err
 	}
-	for _, v := range known {
-		ok := onDisk[v.Name]
-		if present != nil {
-			ok = present(v, ok)
+	return &DirInventory{names: names, present: present}, nil
+}
+
+// DirInventory is InventoryDir's run.
+type DirInventory struct {
+	names   nameSet
+	present func(v *Volume, entry bool) bool
+	inv     Inventory
+	key     []byte
+}
+
+// Known marks the volumes' entries as recorded and notes the missing ones.
+func (d *DirInventory) Known(vols []*Volume) {
+	for _, v := range vols {
+		d.key = append(d.key[:0], v.Name...)
+		ok := d.names.mark(d.key)
+		if d.present != nil {
+			ok = d.present(v, ok)
 		}
 		if !ok {
-			inv.Missing = append(inv.Missing, v.Name)
+			d.inv.Missing = append(d.inv.Missing, v.Name)
 		}
-		delete(onDisk, v.Name)
 	}
-	for name := range onDisk {
-		inv.Unrecorded = append(inv.Unrecorded, name)
+}
+
+// Result adds the entries no Known volume named, sorted.
+func (d *DirInventory) Result() (Inventory, error) {
+	d.inv.Unrecorded = d.names.unmarked(d.inv.Unrecorded)
+	return d.inv, nil
+}
+
+// readDirBatch is how many names one getdents round gives readNames.
+const readDirBatch = 1024
+
+// nameSet is a directory's names, sorted, in one arena: no string or map
+// entry per name.
+type nameSet struct {
+	arena []byte
+	// refs are offset<<16 | length into arena, sorted by name (a Linux
+	// name is at most 255 bytes).
+	refs []uint64
+	// marked has bit i set once refs[i] was named by a record.
+	marked []uint64
+}
+
+// readNames reads the names in dir that keep accepts.
+func readNames(dir string, keep func(string) bool) (nameSet, error) {
+	var s nameSet
+	err := ReadNames(dir, func(n string) {
+		if len(n) <= 0xffff && keep(n) {
+			s.refs = append(s.refs, uint64(len(s.arena))<<16|uint64(len(n)))
+			s.arena = append(s.arena, n...)
+		}
+	})
+	if err != nil {
+		return s, err
 	}
-	sort.Strings(inv.Unrecorded)
-	return inv, nil
+	slices.SortFunc(s.refs, func(a, b uint64) int { return bytes.Compare(s.name(a), s.name(b)) })
+	s.marked = make([]uint64, (len(s.refs)+63)/64)
+	return s, nil
+}
+
+func (s *nameSet) name(ref uint64) []byte {
+	off := ref >> 16
+	return s.arena[off : off+ref&0xffff]
+}
+
+// mark says whether name is in the set and marks it.
+func (s *nameSet) mark(name []byte) bool {
+	i, ok := slices.BinarySearchFunc(s.refs, name, func(ref uint64, n []byte) int { return bytes.Compare(s.name(ref), n) })
+	if ok {
+		s.marked[i/64] |= 1 << (i % 64)
+	}
+	return ok
+}
+
+// unmarked appends the names never marked to dst, in order.
+func (s *nameSet) unmarked(dst []string) []string {
+	for i, ref := range s.refs {
+		if s.marked[i/64]&(1<<(i%64)) == 0 {
+			dst = append(dst, string(s.name(ref)))
+		}
+	}
+	return dst
+}
+
+// ReadNames calls fn with every name in dir, a batch at a time, without
+// holding them all.
+func ReadNames(dir string, fn func(name string)) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for {
+		batch, err := f.Readdirnames(readDirBatch)
+		for _, n := range batch {
+			fn(n)
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err // a *PathError: it names dir
+		}
+	}
 }

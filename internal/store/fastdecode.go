@@ -63,20 +63,29 @@ func (p *parser) lit(s string) bool {
 
 // str reads a JSON string of printable ASCII without escapes.
 func (p *parser) str(dst *string) bool {
+	b, ok := p.raw()
+	if ok {
+		*dst = string(b)
+	}
+	return ok
+}
+
+// raw is str without the copy: the string's bytes in p.b.
+func (p *parser) raw() ([]byte, bool) {
 	if p.i >= len(p.b) || p.b[p.i] != '"' {
-		return false
+		return nil, false
 	}
 	for j := p.i + 1; j < len(p.b); j++ {
 		switch c := p.b[j]; {
 		case c == '"':
-			*dst = string(p.b[p.i+1 : j])
+			b := p.b[p.i+1 : j]
 			p.i = j + 1
-			return true
+			return b, true
 		case c == '\\' || c < 0x20 || c >= 0x80:
-			return false
+			return nil, false
 		}
 	}
-	return false
+	return nil, false
 }
 
 // strMap reads a non-empty object of plain strings, keys unique and in

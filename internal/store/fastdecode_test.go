@@ -43,6 +43,12 @@ func sampleRecords(t testing.TB) [][]byte {
 // differently, or rejects.
 func checkAgrees(t testing.TB, rec []byte) (fast bool) {
 	got, ok := fastDecode(rec)
+	// fastBackend walks the same shape: it reads exactly the records
+	// fastDecode reads, and the same backend.
+	b, bok := fastBackend(rec)
+	if bok != ok || (ok && string(b) != got.Backend) {
+		t.Fatalf("fastBackend(%s) = %q, %v; fastDecode: %+v, %v", rec, b, bok, got, ok)
+	}
 	if !ok {
 		return false
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -88,5 +90,44 @@ func TestScanStopsAtTheCallersError(t *testing.T) {
 	calls := 0
 	if err := s.scan(2, func(*Volume) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
 		t.Fatalf("scan returned %v after %d calls; want the caller's error after 1", err, calls)
+	}
+}
+
+// ScanBackends gives exactly the records of the backends asked for, in
+// name order, whether or not a record has the fast shape.
+func TestScanBackendsGivesOnlyThoseBackends(t *testing.T) {
+	s, _ := openTemp(t)
+	defer s.Close()
+	created := time.Date(2026, 12, 3, 1, 2, 3, 0, time.UTC)
+	want := map[string][]string{}
+	for i := 0; i < 2*scanChunk+9; i++ {
+		b := []string{"dir", "tmpfs", "image", "dir\u00e9"}[i%4]
+		v := &Volume{Name: fmt.Sprintf("v%04d", i), Backend: b, CreatedAt: created}
+		if i%7 == 0 { // a ledger entry: no fast shape, decoded in full
+			v.Mounts = map[string]Mount{"m": {Count: 1, Boot: "b", Since: created}}
+		}
+		if err := s.Create(v); err != nil {
+			t.Fatal(err)
+		}
+		want[b] = append(want[b], v.Name)
+	}
+	for _, ids := range []map[string]bool{{"tmpfs": true}, {"tmpfs": true, "image": true}, {"dir\u00e9": true}, {}, {"nope": true}} {
+		var got, exp []string
+		if err := s.ScanBackends(ids, func(v *Volume) error {
+			if !ids[v.Backend] {
+				t.Errorf("ScanBackends(%v) gave %s of backend %q", ids, v.Name, v.Backend)
+			}
+			got = append(got, v.Name)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for id := range ids {
+			exp = append(exp, want[id]...)
+		}
+		sort.Strings(exp)
+		if strings.Join(got, ",") != strings.Join(exp, ",") {
+			t.Errorf("ScanBackends(%v) gave %d records, want %d:\n got %v\nwant %v", ids, len(got), len(exp), got, exp)
+		}
 	}
 }

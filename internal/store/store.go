@@ -190,23 +190,26 @@ func Open(path string, o Options) (s *Store, err error) {
 		db.Close()
 		return nil, err
 	}
-	s.dropCheckedPages()
 	return s, nil
 }
 
-// dropCheckedPages takes the state file's pages, which the integrity check
-// read through bbolt's read-only shared mapping, out of the process's
-// resident memory: the index answers reads now. The pages stay in the page
-// cache and fault back in when a write needs them; nothing is lost, as the
-// mapping is of the file itself and never written through.
-func (s *Store) dropCheckedPages() {
-	var size int64
-	if err := s.db.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil }); err != nil || size <= 0 {
+// dropMapped takes the state file's pages, which the integrity check reads
+// through bbolt's read-only shared mapping, out of the process's resident
+// memory: the index answers reads. The pages stay in the page cache and
+// fault back in when read again (by the check itself, or a write); nothing
+// is lost, as the mapping is of the file itself and never written through.
+func (s *Store) dropMapped(size int64) {
+	if size <= 0 {
 		return
 	}
 	// Best effort: without it, only memory use differs.
 	unix.Syscall(unix.SYS_MADVISE, s.db.Info().Data, uintptr(size), unix.MADV_DONTNEED)
 }
+
+// dropEvery is how many records the integrity check decodes between two
+// dropMapped: ~1-2 MiB of the file, so the file's pages and the index
+// being built are never resident together.
+const dropEvery = 4096
 
 func (s *Store) checkSchema(readOnly bool) error {
 	var found bool
@@ -274,23 +277,31 @@ func (s *Store) checkSchema(readOnly bool) error {
 
 // checkIntegrity walks every page and decodes every record once, so damage
 // is found at start rather than as a failing Get later, and builds the
-// index in the same pass.
+// index in the same pass. The file's pages it read are dropped from the
+// process as it goes (dropMapped): the whole file resident at once, beside
+// the index, would be the daemon's peak.
 func (s *Store) checkIntegrity() error {
 	return s.db.View(func(tx *bolt.Tx) error {
+		defer s.dropMapped(tx.Size())
 		for err := range tx.Check() {
 			return fmt.Errorf("state file %s is corrupt (%v); stowage will not start over it: restore it from a backup", s.path, err)
 		}
+		s.dropMapped(tx.Size())
 		b := tx.Bucket(bucketVolumes)
 		if b == nil {
 			return fmt.Errorf("state file %s has no volumes bucket; stowage will not start over it", s.path)
 		}
 		s.idx.mu.Lock()
 		defer s.idx.mu.Unlock()
+		n := 0
 		if err := b.ForEach(func(k, v []byte) error {
 			if _, err := decode(k, v); err != nil {
 				return fmt.Errorf("state file %s: %w; stowage will not start over it", s.path, err)
 			}
 			s.idx.appendSorted(newEntry(string(k), v, nil))
+			if n++; n%dropEvery == 0 {
+				s.dropMapped(tx.Size())
+			}
 			return nil
 		}); err != nil {
 			return err

@@ -242,8 +242,8 @@ func (b *Bind) Remove(_ context.Context, vol *backend.Volume) error {
 
 // Inventory reports markers without records and recorded host paths that
 // are gone.
-func (b *Bind) Inventory(_ context.Context, known []*backend.Volume) (backend.Inventory, error) {
-	return backend.InventoryDir(b.dir, known, func(v *backend.Volume, _ bool) bool {
+func (b *Bind) Inventory(context.Context) (backend.InventoryRun, error) {
+	return backend.InventoryDir(b.dir, func(v *backend.Volume, _ bool) bool {
 		fi, err := os.Stat(v.Private[privPath])
 		return err == nil && fi.IsDir()
 	})

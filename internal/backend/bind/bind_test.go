@@ -100,7 +100,7 @@ func TestTmpSuffixedVolumeIsAVolume(t *testing.T) {
 	if adopted["v.tmp"] != filepath.Join(root, "a") || adopted["v"] != filepath.Join(root, "b") {
 		t.Fatalf("markers after creating v beside v.tmp: %v", adopted)
 	}
-	inv, err := b.Inventory(ctx, []*backend.Volume{
+	inv, err := backend.RunInventory(ctx, b, []*backend.Volume{
 		{Name: "v.tmp", Private: map[string]string{privPath: filepath.Join(root, "a")}},
 		{Name: "v", Private: map[string]string{privPath: filepath.Join(root, "b")}},
 	})

@@ -133,7 +133,7 @@ func TestInventoryReportsWithoutChanging(t *testing.T) {
 	os.Mkdir(filepath.Join(d.dir, "stray"), 0o700)
 	known := []*backend.Volume{{Name: "gone"}}
 	before := describeTree(t, d.dir)
-	inv, err := d.Inventory(context.Background(), known)
+	inv, err := backend.RunInventory(context.Background(), d, known)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -304,6 +304,6 @@ func (d *Dir) Status(vol *backend.Volume) map[string]interface{} {
 }
 
 // Inventory compares the backend's directory with the records.
-func (d *Dir) Inventory(_ context.Context, known []*backend.Volume) (backend.Inventory, error) {
-	return backend.InventoryDir(d.dir, known, nil)
+func (d *Dir) Inventory(context.Context) (backend.InventoryRun, error) {
+	return backend.InventoryDir(d.dir, nil)
 }

@@ -161,29 +161,50 @@ func (e *Exposer) Remove(ctx context.Context, vol *backend.Volume) error {
 
 // Inventory is the inner one, plus a problem for every exposure mount of a
 // volume that no record names.
-func (e *Exposer) Inventory(ctx context.Context, known []*backend.Volume) (backend.Inventory, error) {
-	inv, err := e.inner.Inventory(ctx, known)
+func (e *Exposer) Inventory(ctx context.Context) (backend.InventoryRun, error) {
+	inner, err := e.inner.Inventory(ctx)
 	if err != nil {
-		return inv, err
+		return nil, err
 	}
 	snap, err := mounttable.Read(e.dir)
 	if err != nil {
-		return inv, err
+		return nil, err
 	}
-	entries, err := os.ReadDir(e.dir)
+	// Only the entries that are mount points are kept: a handful, where
+	// the entries are one per volume.
+	mounted := map[string]bool{}
+	if err := backend.ReadNames(e.dir, func(name string) {
+		if snap.IsMountPoint(filepath.Join(e.dir, name)) {
+			mounted[name] = true
+		}
+	}); err != nil {
+		return nil, err
+	}
+	return &exposeInventory{inner: inner, dir: e.dir, mounted: mounted}, nil
+}
+
+type exposeInventory struct {
+	inner backend.InventoryRun
+	dir   string
+	// mounted are exposure mounts no Known volume named yet.
+	mounted map[string]bool
+}
+
+func (r *exposeInventory) Known(vols []*backend.Volume) {
+	r.inner.Known(vols)
+	for _, v := range vols {
+		delete(r.mounted, v.Name)
+	}
+}
+
+func (r *exposeInventory) Result() (backend.Inventory, error) {
+	inv, err := r.inner.Result()
 	if err != nil {
 		return inv, err
 	}
-	names := map[string]bool{}
-	for _, v := range known {
-		names[v.Name] = true
-	}
 	var extra []string
-	for _, ent := range entries {
-		p := filepath.Join(e.dir, ent.Name())
-		if !names[ent.Name()] && snap.IsMountPoint(p) {
-			extra = append(extra, fmt.Sprintf("exposure mount %s belongs to no recorded volume; it is kept: unmount it by hand once no container uses it", p))
-		}
+	for name := range r.mounted {
+		extra = append(extra, fmt.Sprintf("exposure mount %s belongs to no recorded volume; it is kept: unmount it by hand once no container uses it", filepath.Join(r.dir, name)))
 	}
 	sort.Strings(extra)
 	inv.Problems = append(inv.Problems, extra...)

@@ -153,7 +153,7 @@ func TestInventoryReportsLeftoverExposure(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No record names it: its data shows as unrecorded, its mount as a problem.
-	inv, err := e.Inventory(ctx, nil)
+	inv, err := backend.RunInventory(ctx, e, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -331,8 +331,8 @@ func detachImage(img string) error {
 }
 
 // Inventory compares volume directories with the records.
-func (b *Image) Inventory(_ context.Context, known []*backend.Volume) (backend.Inventory, error) {
-	return backend.InventoryDir(b.dir, known, func(v *backend.Volume, _ bool) bool {
+func (b *Image) Inventory(context.Context) (backend.InventoryRun, error) {
+	return backend.InventoryDir(b.dir, func(v *backend.Volume, _ bool) bool {
 		_, err := os.Stat(b.img(v.Name))
 		return err == nil
 	})

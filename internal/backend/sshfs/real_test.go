@@ -346,7 +346,7 @@ func TestRealForeignMountIsLeftAlone(t *testing.T) {
 	if _, err := f.st.Get("v"); err != nil {
 		t.Fatalf("the volume was lost: %v", err)
 	}
-	inv, _ := f.b.Inventory(t.Context(), []*backend.Volume{mustGet(t, f.st, "v")})
+	inv, _ := backend.RunInventory(t.Context(), f.b, []*backend.Volume{mustGet(t, f.st, "v")})
 	if len(inv.Problems) != 1 || !strings.Contains(inv.Problems[0], "not sshfs") {
 		t.Errorf("Inventory = %+v", inv)
 	}

@@ -530,29 +530,47 @@ func (s *SSHFS) Remove(_ context.Context, vol *backend.Volume) error {
 // Inventory compares mount points with the records and reports volumes
 // whose ledger counts mounts but whose sshfs mount is gone. It reads the
 // mount table only: it never stats a mount that could hang.
-func (s *SSHFS) Inventory(_ context.Context, known []*backend.Volume) (backend.Inventory, error) {
-	inv, err := backend.InventoryDir(s.dir, known, nil)
+func (s *SSHFS) Inventory(context.Context) (backend.InventoryRun, error) {
+	d, err := backend.InventoryDir(s.dir, nil)
 	if err != nil {
-		return inv, err
+		return nil, err
 	}
 	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(s.dir))
 	if err != nil {
-		return inv, fmt.Errorf("reading the mount table: %w", err)
+		return nil, fmt.Errorf("reading the mount table: %w", err)
 	}
 	types := map[string]string{}
 	for _, m := range infos {
 		types[m.Mountpoint] = m.FSType
 	}
-	for _, v := range known {
-		t, mounted := types[s.path(v.Name)]
+	return &sshfsInventory{DirInventory: d, s: s, types: types}, nil
+}
+
+type sshfsInventory struct {
+	*backend.DirInventory
+	s *SSHFS
+	// types are the filesystem types mounted under the backend's directory.
+	types    map[string]string
+	problems []string
+}
+
+func (r *sshfsInventory) Known(vols []*backend.Volume) {
+	r.DirInventory.Known(vols)
+	for _, v := range vols {
+		t, mounted := r.types[r.s.path(v.Name)]
 		switch n := v.ActiveMounts(); {
 		case mounted && t != FSType:
-			inv.Problems = append(inv.Problems, fmt.Sprintf("volume %q: %s is mounted at its mount point, not sshfs; stowage leaves it alone", v.Name, t))
+			r.problems = append(r.problems, fmt.Sprintf("volume %q: %s is mounted at its mount point, not sshfs; stowage leaves it alone", v.Name, t))
 		case n > 0 && !mounted:
-			inv.Problems = append(inv.Problems, fmt.Sprintf("volume %q: its ledger holds %d mount(s) but its sshfs mount is gone (sshfs killed, or unmounted behind stowage's back); containers using it get I/O errors: restart them to mount it again", v.Name, n))
+			r.problems = append(r.problems, fmt.Sprintf("volume %q: its ledger holds %d mount(s) but its sshfs mount is gone (sshfs killed, or unmounted behind stowage's back); containers using it get I/O errors: restart them to mount it again", v.Name, n))
 		}
 	}
-	return inv, nil
+}
+
+func (r *sshfsInventory) Result() (backend.Inventory, error) {
+	inv, err := r.DirInventory.Result()
+	inv.Problems = append(inv.Problems, r.problems...)
+	return inv, err
 }
 
 // Status says where the data is and that Remove keeps it. It reads only

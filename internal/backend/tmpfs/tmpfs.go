@@ -131,21 +131,38 @@ func (t *Tmpfs) Remove(_ context.Context, vol *backend.Volume) error {
 // Inventory compares mount points with the records, and reports volumes
 // whose ledger counts mounts but whose tmpfs is gone (after a reboot, or
 // an unmount behind stowage's back): their containers lost the data.
-func (t *Tmpfs) Inventory(_ context.Context, known []*backend.Volume) (backend.Inventory, error) {
-	inv, err := backend.InventoryDir(t.dir, known, nil)
+func (t *Tmpfs) Inventory(context.Context) (backend.InventoryRun, error) {
+	d, err := backend.InventoryDir(t.dir, nil)
 	if err != nil {
-		return inv, err
+		return nil, err
 	}
 	snap, err := mounttable.Read(t.dir)
 	if err != nil {
-		return inv, err
+		return nil, err
 	}
-	for _, v := range known {
-		if n := v.ActiveMounts(); n > 0 && !snap.IsMountPoint(t.path(v.Name)) {
-			inv.Problems = append(inv.Problems, fmt.Sprintf("volume %q: its ledger holds %d mount(s) but its tmpfs is not mounted here: after a reboot its data is gone; after a managed plugin restart the running containers keep their tmpfs until they stop, and new mounts are refused until then", v.Name, n))
+	return &tmpfsInventory{DirInventory: d, t: t, snap: snap}, nil
+}
+
+type tmpfsInventory struct {
+	*backend.DirInventory
+	t        *Tmpfs
+	snap     *mounttable.Snapshot
+	problems []string
+}
+
+func (r *tmpfsInventory) Known(vols []*backend.Volume) {
+	r.DirInventory.Known(vols)
+	for _, v := range vols {
+		if n := v.ActiveMounts(); n > 0 && !r.snap.IsMountPoint(r.t.path(v.Name)) {
+			r.problems = append(r.problems, fmt.Sprintf("volume %q: its ledger holds %d mount(s) but its tmpfs is not mounted here: after a reboot its data is gone; after a managed plugin restart the running containers keep their tmpfs until they stop, and new mounts are refused until then", v.Name, n))
 		}
 	}
-	return inv, nil
+}
+
+func (r *tmpfsInventory) Result() (backend.Inventory, error) {
+	inv, err := r.DirInventory.Result()
+	inv.Problems = append(inv.Problems, r.problems...)
+	return inv, err
 }
 
 // Usage is statfs of the mounted tmpfs; unmounted it holds nothing.

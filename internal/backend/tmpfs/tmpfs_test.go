@@ -42,7 +42,7 @@ func TestMountDiscardAndRemoveRefusedWhileMounted(t *testing.T) {
 	if err := b.Remove(ctx, vol); !errors.Is(err, safefs.ErrMounted) {
 		t.Fatalf("Remove while mounted: %v", err)
 	}
-	inv, _ := b.Inventory(ctx, []*backend.Volume{vol})
+	inv, _ := backend.RunInventory(ctx, b, []*backend.Volume{vol})
 	if len(inv.Problems) != 0 || len(inv.Missing) != 0 {
 		t.Errorf("inventory of a healthy mounted tmpfs: %+v", inv)
 	}
