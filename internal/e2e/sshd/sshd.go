@@ -301,6 +301,17 @@ func tree(root int) []int {
 	return out
 }
 
+// running: pid exists and is not a zombie.
+func running(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	return i >= 0 && len(f) > 0 && f[0] != "Z" && f[0] != "X"
+}
+
 func (s *Server) signalAll(sig syscall.Signal) {
 	for _, p := range s.Pids() {
 		syscall.Kill(p, sig)
@@ -319,11 +330,27 @@ func (s *Server) Kill(t testing.TB) {
 	}
 	// Stop first, so nothing forks while the tree is killed.
 	s.signalAll(syscall.SIGSTOP)
-	s.signalAll(syscall.SIGKILL)
+	pids := s.Pids()
+	for _, p := range pids {
+		syscall.Kill(p, syscall.SIGKILL)
+	}
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Errorf("sshd did not die within 10s of SIGKILL")
+	}
+	// The sessions die on their own time, not the listener's: a caller
+	// must find them gone (or zombies) once Kill returns.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		left := 0
+		for _, p := range pids {
+			if running(p) {
+				left++
+			}
+		}
+		if left == 0 {
+			break
+		}
 	}
 	s.mu.Lock()
 	s.cmd, s.done = nil, nil
