@@ -40,7 +40,7 @@ import (
 // the first that is not: a cut write is never applied in part.
 const (
 	// JournalSize is the journal file's fixed size.
-	JournalSize    = 4 << 20
+	JournalSize    = 2 << 20
 	journalHeader  = 32
 	journalVersion = 1
 	mutHeader      = 8
@@ -180,6 +180,7 @@ func parseEntry(b []byte) (h entryHead, muts []mutation, ok bool) {
 type replay struct {
 	entries [][]mutation
 	next    uint64 // the sequence number the next entry takes
+	end     int64  // where the last entry replayed ends
 	// foreign is set when the journal's first entry is whole but of
 	// another generation, or out of sequence: it belongs to another state
 	// file (this one was restored from a backup, or the journal was).
@@ -239,6 +240,7 @@ func readJournal(path string, folded, gen uint64) (r replay) {
 		r.entries = append(r.entries, muts)
 		r.next++
 		off += h.n
+		r.end = int64(off)
 	}
 }
 

@@ -300,7 +300,28 @@ func (s *Store) openJournal() error {
 		return nil
 	}
 	if err := s.fold(); err != nil {
-		return err
+		if r.missing || r.size != JournalSize {
+			return err
+		}
+		// bbolt cannot take it now (a full disk): carry on in the journal,
+		// whose space is its own. What lies past the last replayed entry
+		// is an earlier run's cut write; zeroed, it can never pass for
+		// the next entry of this generation.
+		f, oerr := os.OpenFile(jpath, os.O_RDWR, 0)
+		if oerr != nil {
+			return fmt.Errorf("state journal %s: cannot open: %w", jpath, oerr)
+		}
+		s.jf = f
+		if _, werr := f.WriteAt(make([]byte, JournalSize-r.end), r.end); werr != nil {
+			return fmt.Errorf("%v; and state journal %s: %w", err, jpath, werr)
+		}
+		if serr := fdatasync(f); serr != nil {
+			return fmt.Errorf("%v; and state journal %s: %w", err, jpath, serr)
+		}
+		s.tail = r.end
+		s.jtail.Store(r.end)
+		s.log.WithError(err).WithField("journal", jpath).Warn("cannot fold the journal into the state file at start; carrying on in the journal")
+		return nil
 	}
 	if r.missing || r.size != JournalSize {
 		// Nothing in it is unfolded now: a new one may replace it.
