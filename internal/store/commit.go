@@ -169,11 +169,14 @@ func (s *Store) run(group []*call) {
 		}
 		members = append(members, member{c: c, muts: t.muts})
 	}
-	err := s.write(members)
-	for _, m := range members {
-		if m.err != nil {
+	written, err := s.write(members)
+	for i, m := range members {
+		switch {
+		case m.err != nil:
 			m.c.done <- m.err
-		} else {
+		case i < written:
+			m.c.done <- nil
+		default:
 			m.c.done <- err
 		}
 	}
@@ -181,8 +184,8 @@ func (s *Store) run(group []*call) {
 
 // write appends the members' entries with one write and one fdatasync (two
 // and a checkpoint between, if the journal fills), then applies them to
-// memory in order.
-func (s *Store) write(members []member) error {
+// memory in order. members[:written] are durable whatever err says.
+func (s *Store) write(members []member) (written int, err error) {
 	buf := s.buf[:0]
 	from, entries := 0, uint64(0)
 	for i, m := range members {
@@ -193,21 +196,23 @@ func (s *Store) write(members []member) error {
 			// Full: what fits goes first, then a checkpoint frees the
 			// journal. Writers wait meanwhile; nothing is dropped.
 			if err := s.flush(members[from:i], buf, entries); err != nil {
-				return err
+				return from, err
 			}
 			if err := s.checkpoint(); err != nil {
-				return err
+				return i, err
 			}
 			from, entries, buf = i, 0, buf[:0]
 		}
 		buf = appendEntry(buf, s.gen, s.next+entries, m.muts)
 		entries++
 	}
-	err := s.flush(members[from:], buf, entries)
+	if err := s.flush(members[from:], buf, entries); err != nil {
+		return from, err
+	}
 	if cap(buf) <= 64<<10 {
 		s.buf = buf[:0]
 	}
-	return err
+	return len(members), nil
 }
 
 func (s *Store) flush(members []member, buf []byte, entries uint64) error {
