@@ -3,7 +3,6 @@ package store
 import (
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -444,4 +443,3 @@ func readU64(b []byte) (uint64, bool) {
 	return v, true
 }
 
-var _ = os.ErrNotExist
