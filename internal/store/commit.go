@@ -442,4 +442,3 @@ func readU64(b []byte) (uint64, bool) {
 	}
 	return v, true
 }
-
