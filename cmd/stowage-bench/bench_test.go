@@ -701,7 +701,7 @@ func dockerPairs(t *testing.T, cfg config, e *engine.Engine, drivers []string) [
 }
 
 // fsyncProbe times a 4 KiB write and fdatasync in the daemon's root: the
-// disk's price for one durable step (a bbolt commit pays two).
+// disk's price for one durable step (a journal append pays one).
 func fsyncProbe(t *testing.T, dir string, n int) Dist {
 	f, err := os.CreateTemp(dir, "fsync-probe-")
 	if err != nil {

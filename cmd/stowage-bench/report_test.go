@@ -188,7 +188,7 @@ func renderResults(r *Results) string {
 	for _, l := range r.Levels {
 		p("| %d | %.1f s (%.0f/s) | %.0f ms | %.1f MiB (%.1f) | %.1f MiB (%.1f + %.1f) | %.1f MiB (%.1f) | %.1f MiB | %s ms | %d | %.2f s |\n", l.N, l.PopulateSeconds, l.PopulateRate, l.ReadyMs, l.RSSStartMiB, l.AnonStartMiB, l.RSSListMiB, l.AnonListMiB, l.FileListMiB, l.HWMMiB, l.HWMStartMiB, l.StateFileMiB, pd(l.BusyGet), l.BusyGet.Samples, l.BusyCreateS)
 	}
-	p("\nThe disk: a 4 KiB write + fdatasync in the daemon's root takes %.2f ms p50 (%.2f ms p99, %d samples) before the run; every durable bbolt commit pays two. Beside the Mount+Unmount pairs, one per round:", r.Fsync.P50, r.Fsync.P99, r.Fsync.Samples)
+	p("\nThe disk: a 4 KiB write + fdatasync in the daemon's root takes %.2f ms p50 (%.2f ms p99, %d samples) before the run; every durable change pays one (a journal append; a checkpoint into bbolt, rarely, two more). Beside the Mount+Unmount pairs, one per round:", r.Fsync.P50, r.Fsync.P99, r.Fsync.Samples)
 	for _, l := range r.Levels {
 		p(" N=%d %.3f ms p50 (%.2f p99);", l.N, l.Fsync.P50, l.Fsync.P99)
 	}

@@ -124,7 +124,7 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	if err := refuseLostState(root); err != nil {
 		return err
 	}
-	st, err := store.Open(filepath.Join(root, store.FileName), store.Options{})
+	st, err := store.Open(filepath.Join(root, store.FileName), store.Options{Log: log})
 	if err != nil {
 		return err
 	}

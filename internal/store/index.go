@@ -7,10 +7,11 @@ import (
 
 // index is the volumes bucket in memory, so Get and List never open a
 // transaction or decode more than the one record they answer with. The file
-// stays the truth: Open builds the index from it in the integrity check's
-// pass, and a change reaches the index only after the transaction that made
-// it committed, so a reader sees the state before or after a commit, never
-// a change that could still be lost.
+// and its journal stay the truth: Open builds the index from the file in
+// the integrity check's pass and replays the journal into it, and a change
+// reaches the index only once its journal entry is durable, so a reader
+// sees the state before or after a commit, never a change that could still
+// be lost.
 //
 // Each entry is one allocation holding the name, the record's bytes as
 // committed and its pre-rendered List element (see SetListRenderer): at

@@ -3,9 +3,8 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"sort"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // An Intent is recorded, durably, before a Create or Remove touches storage,
@@ -41,52 +40,50 @@ func decodeIntent(k, v []byte) (*Intent, error) {
 	return in, nil
 }
 
-func putIntent(tx *bolt.Tx, in *Intent) error {
+func putIntent(t *txn, in *Intent) error {
 	data, err := json.Marshal(in)
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketIntents).Put([]byte(in.Volume.Name), data)
+	return t.put(bktIntents, in.Volume.Name, data, nil)
 }
 
 // BeginCreate records the intent to create vol; ErrExists if a record or
 // another intent holds the name.
 func (s *Store) BeginCreate(vol *Volume, undo bool, at time.Time) error {
 	in := &Intent{Op: IntentCreate, Volume: vol.Clone(), At: at, Undo: undo}
-	return s.commit(func(tx *bolt.Tx) error {
-		k := []byte(vol.Name)
-		if tx.Bucket(bucketVolumes).Get(k) != nil || tx.Bucket(bucketIntents).Get(k) != nil {
+	return s.commit(func(t *txn) error {
+		if t.get(bktVolumes, vol.Name) != nil || t.get(bktIntents, vol.Name) != nil {
 			return ErrExists
 		}
-		return putIntent(tx, in)
+		return putIntent(t, in)
 	})
 }
 
-// FinishCreate commits vol's record and ends its intent, in one transaction.
+// FinishCreate commits vol's record and ends its intent, in one change.
 func (s *Store) FinishCreate(vol *Volume) error {
 	data, err := json.Marshal(vol)
 	if err != nil {
 		return err
 	}
-	e := s.entryFor(vol, data)
-	return s.commitApply(func(tx *bolt.Tx) error {
-		k := []byte(vol.Name)
-		b := tx.Bucket(bucketVolumes)
-		if b.Get(k) != nil {
+	vol = vol.Clone()
+	return s.commit(func(t *txn) error {
+		if t.get(bktVolumes, vol.Name) != nil {
 			return ErrExists
 		}
-		if err := b.Put(k, data); err != nil {
+		if err := t.put(bktVolumes, vol.Name, data, vol); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketIntents).Delete(k)
-	}, func(x *index) { x.put(e) })
+		t.del(bktIntents, vol.Name)
+		return nil
+	})
 }
 
 // BeginRemove records the intent to remove name's volume; ErrNotFound if
 // there is no record.
 func (s *Store) BeginRemove(name string, at time.Time) error {
-	return s.commit(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketVolumes).Get([]byte(name))
+	return s.commit(func(t *txn) error {
+		raw := t.get(bktVolumes, name)
 		if raw == nil {
 			return ErrNotFound
 		}
@@ -94,65 +91,61 @@ func (s *Store) BeginRemove(name string, at time.Time) error {
 		if err != nil {
 			return err
 		}
-		return putIntent(tx, &Intent{Op: IntentRemove, Volume: vol, At: at})
+		return putIntent(t, &Intent{Op: IntentRemove, Volume: vol, At: at})
 	})
 }
 
-// FinishRemove deletes name's record and ends its intent, in one
-// transaction; a record already gone is not an error.
+// FinishRemove deletes name's record and ends its intent, in one change;
+// a record already gone is not an error.
 func (s *Store) FinishRemove(name string) error {
-	return s.commitApply(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketVolumes).Delete([]byte(name)); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketIntents).Delete([]byte(name))
-	}, func(x *index) { x.del(name) })
+	return s.commit(func(t *txn) error {
+		t.del(bktVolumes, name)
+		t.del(bktIntents, name)
+		return nil
+	})
 }
 
 // EndIntent drops name's intent and nothing else: a Create that failed and
 // undid its storage, or a Remove that failed and kept the volume.
 func (s *Store) EndIntent(name string) error {
-	return s.commit(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketIntents).Delete([]byte(name))
+	return s.commit(func(t *txn) error {
+		t.del(bktIntents, name)
+		return nil
 	})
 }
 
 // Intent returns name's open intent, or ErrNotFound.
 func (s *Store) Intent(name string) (*Intent, error) {
-	var in *Intent
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketIntents)
-		var raw []byte
-		if b != nil {
-			raw = b.Get([]byte(name))
-		}
-		if raw == nil {
-			return ErrNotFound
-		}
-		var err error
-		in, err = decodeIntent([]byte(name), raw)
-		return err
-	})
-	return in, err
+	s.idx.mu.RLock()
+	raw := s.intents[name]
+	s.idx.mu.RUnlock()
+	if raw == nil {
+		return nil, ErrNotFound
+	}
+	return decodeIntent([]byte(name), raw)
 }
 
 // Intents lists the open intents, by name. There are only as many as
 // operations were in flight, so a slice is fine.
 func (s *Store) Intents() ([]*Intent, error) {
+	s.idx.mu.RLock()
+	names := make([]string, 0, len(s.intents))
+	for k := range s.intents {
+		names = append(names, k)
+	}
+	raws := make([][]byte, len(names))
+	sort.Strings(names)
+	for i, k := range names {
+		raws[i] = s.intents[k]
+	}
+	s.idx.mu.RUnlock()
 	var out []*Intent
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketIntents)
-		if b == nil {
-			return nil
+	for i, k := range names {
+		in, err := decodeIntent([]byte(k), raws[i])
+		if err != nil {
+			return nil, err
 		}
-		return b.ForEach(func(k, v []byte) error {
-			in, err := decodeIntent(k, v)
-			if err != nil {
-				return err
-			}
-			out = append(out, in)
-			return nil
-		})
-	})
-	return out, err
+		out = append(out, in)
+	}
+	return out, nil
 }

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
@@ -20,8 +21,10 @@ import (
 
 // SchemaVersion is the layout of the state file this build reads and writes.
 // Bump it, and teach Open to migrate, whenever a record changes incompatibly.
-// Version 2 added the intents bucket; Open migrates a version 1 file.
-const SchemaVersion = 2
+// Version 2 added the intents bucket; version 3 the journal (the file alone
+// is no longer the whole state, so an older stowage must refuse it). Open
+// migrates a version 1 or 2 file.
+const SchemaVersion = 3
 
 // FileName is the state file's name under the daemon's root.
 const FileName = "stowage.db"
@@ -103,33 +106,57 @@ func cloneMap(m map[string]string) map[string]string {
 	return c
 }
 
-// Store is an open state file.
+// Store is an open state file and its journal. The state in memory (the
+// index and the intents) is bbolt's as of the last checkpoint plus every
+// journaled change since: reads answer from it, and a change reaches it
+// only once its journal entry is durable.
 type Store struct {
-	db   *bolt.DB
-	path string
+	db       *bolt.DB
+	path     string
+	readOnly bool
+	log      logrus.FieldLogger
 
-	// Group commit: the first writer commits at once; writers that arrive
-	// while a commit is syncing share the next one. Unlike bbolt's Batch this
-	// adds no delay to a lone writer.
+	// Group commit: the first writer leads and commits at once; writers
+	// that arrive while it syncs share the next one. Unlike bbolt's Batch
+	// this adds no delay to a lone writer. cond tells those waiting for
+	// the lead (a checkpoint, Close) that it is free.
 	mu      sync.Mutex
+	cond    *sync.Cond
 	pending []*call
 	leading bool
 
-	// idx answers Get, List and Scan; see index.
-	idx index
+	// Owned by the leader.
+	jf       *os.File // the journal, open for writing; nil when read-only
+	tail     int64    // where the next entry goes
+	gen      uint64   // the generation entries carry (the meta bucket's)
+	next     uint64   // the next entry's sequence number
+	folded   uint64   // the last sequence number folded into bbolt
+	unfolded []mutation
+	buf      []byte
+	broken   error
+	closed   bool
+	// jtail is tail, for the checkpointer to read without the lead.
+	jtail atomic.Int64
+
+	kick    chan struct{}
+	stop    chan struct{}
+	stopped bool // under mu
+	wg      sync.WaitGroup
+
+	// idx answers Get, List and Scan; see index. intents holds the open
+	// intents' records, under idx.mu.
+	idx     index
+	intents map[string][]byte
 	// render makes a record's List element (SetListRenderer).
 	render atomic.Pointer[ListRenderer]
 
 	// CommitObserver, if set, is told how long each durable commit took.
 	CommitObserver func(time.Duration)
-}
 
-type call struct {
-	fn func(*bolt.Tx) error
-	// apply, if set, brings the index up to date with what fn's last run
-	// wrote; it runs, under the index's lock, only once that run committed.
-	apply func(*index)
-	done  chan error
+	// Test hooks: told of every fdatasync of the journal, and run after a
+	// checkpoint's bbolt commit (an error stops the checkpoint there).
+	syncObserver func(what string)
+	afterFold    func() error
 }
 
 // ListRenderer appends to dst the element a List answer holds for a volume.
@@ -143,6 +170,9 @@ type Options struct {
 	ReadOnly bool
 	// LockTimeout bounds the wait for another process's lock on the file.
 	LockTimeout time.Duration
+	// Log is told what Open finds amiss in the journal; nil means logrus's
+	// standard logger.
+	Log logrus.FieldLogger
 }
 
 // Open opens (or, if absent and not read-only, creates) the state file at
@@ -181,7 +211,12 @@ func Open(path string, o Options) (s *Store, err error) {
 		}
 		return nil, fmt.Errorf("state file %s: cannot open: %w", path, err)
 	}
-	s = &Store{db: db, path: path}
+	if o.Log == nil {
+		o.Log = logrus.StandardLogger()
+	}
+	s = &Store{db: db, path: path, readOnly: o.ReadOnly, log: o.Log, intents: map[string][]byte{},
+		kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	s.cond = sync.NewCond(&s.mu)
 	if err := s.checkSchema(o.ReadOnly); err != nil {
 		db.Close()
 		return nil, err
@@ -190,7 +225,123 @@ func Open(path string, o Options) (s *Store, err error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.openJournal(); err != nil {
+		if s.jf != nil {
+			s.jf.Close()
+		}
+		db.Close()
+		return nil, err
+	}
+	// Replay and the first fold read the file again: drop those pages too.
+	var size int64
+	if err := s.db.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil }); err == nil {
+		s.dropMapped(size)
+	}
+	if !o.ReadOnly {
+		s.wg.Add(1)
+		go s.checkpointer()
+	}
 	return s, nil
+}
+
+// openJournal replays the journal into memory and, unless read-only,
+// folds it into bbolt at once, so the steady state starts empty.
+func (s *Store) openJournal() error {
+	var folded, gen uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		var ok bool
+		if v := m.Get(keyFolded); v != nil {
+			if folded, ok = readU64(v); !ok {
+				return fmt.Errorf("state file %s: its journal position is malformed; stowage will not start over it", s.path)
+			}
+		}
+		if v := m.Get(keyGen); v != nil {
+			if gen, ok = readU64(v); !ok {
+				return fmt.Errorf("state file %s: its journal generation is malformed; stowage will not start over it", s.path)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	jpath := JournalPath(s.path)
+	r := readJournal(jpath, folded, gen)
+	if r.readError != nil {
+		return fmt.Errorf("state journal %s: cannot read (%v); stowage will not start without the changes it may hold: fix its permissions or the disk", jpath, r.readError)
+	}
+	s.folded, s.gen, s.next = folded, gen, r.next
+	if r.foreign {
+		l := s.log.WithFields(logrus.Fields{"journal": jpath, "state_file": s.path,
+			"entry_seq": r.firstSeq, "entry_generation": r.firstGen, "state_folded": folded, "state_generation": gen})
+		if s.readOnly {
+			l.Warn("the state journal belongs to another copy of the state file (was one restored from a backup?); ignoring it")
+		} else {
+			dst, err := moveAside(jpath)
+			if err != nil {
+				return fmt.Errorf("state journal %s belongs to another copy of the state file %s, and cannot be moved aside: %w", jpath, s.path, err)
+			}
+			l.WithField("moved_to", dst).Warn("the state journal belongs to another copy of the state file (was one restored from a backup?); kept it, moved aside, unapplied: compare it with the volumes before deleting it")
+			r.missing = true
+		}
+	}
+	for i, muts := range r.entries {
+		for _, m := range muts {
+			var err error
+			if m.val != nil && m.bucket == bktVolumes {
+				_, err = decode([]byte(m.key), m.val)
+			} else if m.val != nil {
+				_, err = decodeIntent([]byte(m.key), m.val)
+			}
+			if err != nil {
+				return fmt.Errorf("state journal %s: entry %d: %w; stowage will not start over it: restore the state from a backup", jpath, folded+1+uint64(i), err)
+			}
+		}
+	}
+	s.applyMutations(r.entries)
+	if s.readOnly {
+		return nil
+	}
+	if err := s.fold(); err != nil {
+		if r.missing || r.size != JournalSize {
+			return err
+		}
+		// bbolt cannot take it now (a full disk): carry on in the journal,
+		// whose space is its own. What lies past the last replayed entry
+		// is an earlier run's cut write; zeroed, it can never pass for
+		// the next entry of this generation.
+		f, oerr := os.OpenFile(jpath, os.O_RDWR, 0)
+		if oerr != nil {
+			return fmt.Errorf("state journal %s: cannot open: %w", jpath, oerr)
+		}
+		s.jf = f
+		if _, werr := f.WriteAt(make([]byte, JournalSize-r.end), r.end); werr != nil {
+			return fmt.Errorf("%v; and state journal %s: %w", err, jpath, werr)
+		}
+		if serr := fdatasync(f); serr != nil {
+			return fmt.Errorf("%v; and state journal %s: %w", err, jpath, serr)
+		}
+		s.tail = r.end
+		s.jtail.Store(r.end)
+		s.log.WithError(err).WithField("journal", jpath).Warn("cannot fold the journal into the state file at start; carrying on in the journal")
+		return nil
+	}
+	if r.missing || r.size != JournalSize {
+		// Nothing in it is unfolded now: a new one may replace it.
+		f, err := createJournal(jpath)
+		if err != nil {
+			return fmt.Errorf("state journal %s: cannot create: %w", jpath, err)
+		}
+		s.jf = f
+		return nil
+	}
+	f, err := os.OpenFile(jpath, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("state journal %s: cannot open: %w", jpath, err)
+	}
+	s.jf = f
+	return s.reuse()
 }
 
 // dropMapped takes the state file's pages, which the integrity check reads
@@ -256,9 +407,10 @@ func (s *Store) checkSchema(readOnly bool) error {
 			return err
 		})
 	}
-	if string(version) == "1" {
-		// Version 1 is version 2 without intents: nothing to convert. A
-		// read-only look (doctor, ls) reads it as it is.
+	if string(version) == "1" || string(version) == "2" {
+		// Version 1 is version 2 without intents, and version 2 is
+		// version 3 without a journal: nothing to convert. A read-only
+		// look (doctor, ls) reads it as it is.
 		if readOnly {
 			return nil
 		}
@@ -314,13 +466,41 @@ func (s *Store) checkIntegrity() error {
 			if _, err := decodeIntent(k, v); err != nil {
 				return fmt.Errorf("state file %s: %w; stowage will not start over it", s.path, err)
 			}
+			s.intents[string(k)] = append([]byte(nil), v...)
 			return nil
 		})
 	})
 }
 
-// Close closes the file; pending commits have finished by then.
-func (s *Store) Close() error { return s.db.Close() }
+// Close folds the journal into the state file and closes both; pending
+// commits have finished by then, and later ones fail.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return nil
+	}
+	s.stopped = true
+	close(s.stop)
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.lockLeader()
+	var err error
+	if s.tail > 0 && s.writable() == nil {
+		err = s.checkpoint()
+	}
+	s.closed = true
+	s.unlockLeader()
+	if s.jf != nil {
+		if cerr := s.jf.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 func decode(k, v []byte) (*Volume, error) {
 	vol, ok := fastDecode(v)
@@ -439,24 +619,21 @@ func (s *Store) Create(vol *Volume) error {
 	if err != nil {
 		return err
 	}
-	e := s.entryFor(vol, data)
-	return s.commitApply(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketVolumes)
-		if b.Get([]byte(vol.Name)) != nil {
+	vol = vol.Clone()
+	return s.commit(func(t *txn) error {
+		if t.get(bktVolumes, vol.Name) != nil {
 			return ErrExists
 		}
-		return b.Put([]byte(vol.Name), data)
-	}, func(x *index) { x.put(e) })
+		return t.put(bktVolumes, vol.Name, data, vol)
+	})
 }
 
 // Update applies fn to the record for name and stores the result in one
-// transaction. fn may run more than once and must only change vol.
+// change. fn may run more than once and must only change vol.
 func (s *Store) Update(name string, fn func(vol *Volume) error) (*Volume, error) {
 	var out *Volume
-	var e entry
-	err := s.commitApply(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketVolumes)
-		raw := b.Get([]byte(name))
+	err := s.commit(func(t *txn) error {
+		raw := t.get(bktVolumes, name)
 		if raw == nil {
 			return ErrNotFound
 		}
@@ -474,93 +651,19 @@ func (s *Store) Update(name string, fn func(vol *Volume) error) (*Volume, error)
 		if err != nil {
 			return err
 		}
-		out, e = vol, s.entryFor(vol, data)
-		return b.Put([]byte(name), data)
-	}, func(x *index) { x.put(e) })
+		out = vol
+		return t.put(bktVolumes, name, data, vol.Clone())
+	})
 	return out, err
 }
 
 // Delete removes the record for name; ErrNotFound if there is none.
 func (s *Store) Delete(name string) error {
-	return s.commitApply(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketVolumes)
-		if b.Get([]byte(name)) == nil {
+	return s.commit(func(t *txn) error {
+		if t.get(bktVolumes, name) == nil {
 			return ErrNotFound
 		}
-		return b.Delete([]byte(name))
-	}, func(x *index) { x.del(name) })
-}
-
-// commit runs fn in a durable read-write transaction, grouped with any
-// writers that arrive meanwhile. fn must be safe to run more than once.
-func (s *Store) commit(fn func(*bolt.Tx) error) error { return s.commitApply(fn, nil) }
-
-// commitApply is commit, then apply to the index once fn's transaction
-// committed (and never if it did not).
-func (s *Store) commitApply(fn func(*bolt.Tx) error, apply func(*index)) error {
-	c := &call{fn: fn, apply: apply, done: make(chan error, 1)}
-	s.mu.Lock()
-	s.pending = append(s.pending, c)
-	if s.leading {
-		s.mu.Unlock()
-		return <-c.done
-	}
-	s.leading = true
-	for len(s.pending) > 0 {
-		group := s.pending
-		s.pending = nil
-		s.mu.Unlock()
-		s.run(group)
-		s.mu.Lock()
-	}
-	s.leading = false
-	s.mu.Unlock()
-	return <-c.done
-}
-
-// errMember marks a group transaction aborted by one member's error.
-type errMember struct{ err error }
-
-func (e errMember) Error() string { return e.err.Error() }
-
-func (s *Store) run(group []*call) {
-	start := time.Now()
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, c := range group {
-			if err := c.fn(tx); err != nil {
-				return errMember{err}
-			}
-		}
+		t.del(bktVolumes, name)
 		return nil
 	})
-	if s.CommitObserver != nil {
-		s.CommitObserver(time.Since(start))
-	}
-	if err == nil {
-		// In commit order, under one hold of the lock: a reader sees the
-		// state before this group or after it.
-		s.idx.mu.Lock()
-		for _, c := range group {
-			if c.apply != nil {
-				c.apply(&s.idx)
-			}
-		}
-		s.idx.mu.Unlock()
-	}
-	var member errMember
-	if err == nil || (len(group) == 1 && !errors.As(err, &member)) {
-		for _, c := range group {
-			c.done <- err
-		}
-		return
-	}
-	if len(group) == 1 {
-		group[0].done <- member.err
-		return
-	}
-	// One member failed (or the commit did): give each its own transaction
-	// so one caller's error is not another's.
-	for _, c := range group {
-		s.run([]*call{c})
-	}
 }

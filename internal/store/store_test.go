@@ -104,7 +104,7 @@ func TestRefusesUnknownSchemaVersion(t *testing.T) {
 	s := mustOpen(t, p)
 	s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("99")) })
 	s.Close()
-	wantOpenError(t, p, Options{}, `schema version "99"`, "reads version 2")
+	wantOpenError(t, p, Options{}, `schema version "99"`, fmt.Sprintf("reads version %d", SchemaVersion))
 }
 
 func TestRefusesLockedFile(t *testing.T) {
