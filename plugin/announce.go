@@ -41,9 +41,9 @@ type Announcer struct {
 // NewAnnouncer announces drivers to the engine at host, a DOCKER_HOST-style
 // unix:///path (the only transport a local plugin needs).
 func NewAnnouncer(host string, drivers []string, log logrus.FieldLogger) (*Announcer, error) {
-	path, ok := strings.CutPrefix(host, "unix://")
-	if !ok || !filepath.IsAbs(path) || filepath.Clean(path) != path {
-		return nil, fmt.Errorf("%q is not unix:///ABSOLUTE/PATH of dockerd's API socket", host)
+	path, err := DockerSocket(host)
+	if err != nil {
+		return nil, err
 	}
 	a := &Announcer{API: path, Drivers: drivers, Log: log, Retry: 2 * time.Second}
 	a.client = &http.Client{Transport: &http.Transport{
@@ -55,6 +55,15 @@ func NewAnnouncer(host string, drivers []string, log logrus.FieldLogger) (*Annou
 		IdleConnTimeout: 30 * time.Second,
 	}}
 	return a, nil
+}
+
+// DockerSocket is the path in a DOCKER_HOST-style unix:///path.
+func DockerSocket(host string) (string, error) {
+	path, ok := strings.CutPrefix(host, "unix://")
+	if !ok || !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return "", fmt.Errorf("%q is not unix:///ABSOLUTE/PATH of dockerd's API socket", host)
+	}
+	return path, nil
 }
 
 // Run announces to each engine it reaches until ctx ends.

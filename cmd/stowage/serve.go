@@ -98,6 +98,12 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(25)
 	}
+	// A bad value stops the start before anything is touched.
+	if cfg.AnnounceTo != "" {
+		if _, err := plugin.DockerSocket(cfg.AnnounceTo); err != nil {
+			return fmt.Errorf("--announce-to: %w", err)
+		}
+	}
 	if cfg.MetricsVolumeUsage && cfg.MetricsAddr == "" {
 		return errors.New("--metrics-volume-usage needs --metrics-addr: the gauges are served with the other metrics")
 	}

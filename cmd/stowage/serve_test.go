@@ -93,3 +93,16 @@ func TestAnnouncedDrivers(t *testing.T) {
 		}
 	}
 }
+
+// A bad --announce-to stops serve before the root is touched.
+func TestServeRefusesABadAnnounceTo(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root")
+	var out bytes.Buffer
+	code := run([]string{"serve", "--root", root, "--socket", filepath.Join(t.TempDir(), "s.sock"), "--announce-to", "tcp://127.0.0.1:2375"}, &out, &out)
+	if code == 0 {
+		t.Fatalf("serve with --announce-to tcp:// = %d, %q; want a refusal", code, out.String())
+	}
+	if _, err := os.Stat(root); !os.IsNotExist(err) {
+		t.Fatalf("the refused start touched the root: %v", err)
+	}
+}
