@@ -60,6 +60,16 @@ func RemoveTree(dir string) error {
 		unix.Close(fd)
 		return fmt.Errorf("refusing to remove %s: %w (it is a mount point); unmount it first", dir, ErrMounted)
 	}
+	// An empty directory (a volume never written to) goes at once, without
+	// listing it; rmdir refuses anything else, and a mount point.
+	switch err := unix.Unlinkat(parent, base, unix.AT_REMOVEDIR); {
+	case err == nil || errors.Is(err, unix.ENOENT):
+		unix.Close(fd)
+		return nil
+	case !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST):
+		unix.Close(fd)
+		return fmt.Errorf("removing %s: %w", dir, err)
+	}
 	err = removeContents(fd, dir, mnt)
 	unix.Close(fd)
 	if err != nil {
@@ -67,6 +77,23 @@ func RemoveTree(dir string) error {
 	}
 	if err := unix.Unlinkat(parent, base, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("removing %s: %w", dir, err)
+	}
+	return nil
+}
+
+// SyncNew makes a just-made directory durable: its own inode (owner,
+// mode), then its entry in its parent.
+func SyncNew(dir string) error {
+	for _, p := range []string{dir, filepath.Dir(dir)} {
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("syncing %s: %w", p, err)
+		}
+		err = unix.Fsync(fd)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("syncing %s: %w", p, err)
+		}
 	}
 	return nil
 }

@@ -163,3 +163,45 @@ func TestWalkStopsAtAnotherFilesystem(t *testing.T) {
 	}
 	mustExist(t, filepath.Join(sub, "theirs"))
 }
+
+// A volume never written to goes without a listing; one that is not empty
+// any more is still emptied and removed.
+func TestRemovesEmptyAndNonEmptyDirs(t *testing.T) {
+	base := t.TempDir()
+	empty, full := filepath.Join(base, "empty"), filepath.Join(base, "full")
+	os.Mkdir(empty, 0o755)
+	write(t, filepath.Join(full, "d", "f"), "x")
+	for _, dir := range []string{empty, full} {
+		if err := RemoveTree(dir); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+			t.Fatalf("%s still there: %v", dir, err)
+		}
+	}
+}
+
+// An empty directory that is a mount point is refused, not rmdir'ed.
+func TestRefusesEmptyMountPoint(t *testing.T) {
+	needRoot(t)
+	dir := filepath.Join(t.TempDir(), "vol")
+	os.Mkdir(dir, 0o755)
+	mount(t, "tmpfs", dir, "tmpfs", 0)
+	if err := RemoveTree(dir); !errors.Is(err, ErrMounted) {
+		t.Fatalf("RemoveTree of an empty mount point = %v, want ErrMounted", err)
+	}
+	if m, _ := mounttable.IsMountPoint(dir); !m {
+		t.Fatal("the mount is gone")
+	}
+}
+
+func TestSyncNew(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "new")
+	if err := SyncNew(dir); err == nil || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("SyncNew of a missing dir: %v", err)
+	}
+	os.Mkdir(dir, 0o700)
+	if err := SyncNew(dir); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -87,7 +87,14 @@ func (d *Dir) Create(ctx context.Context, vol *backend.Volume, opts backend.Opti
 	if err := d.limit(ctx, vol.Name, opts[backend.KeySize]); err != nil {
 		return err
 	}
-	return ApplyOwnership(p, opts)
+	if err := ApplyOwnership(p, opts); err != nil {
+		return err
+	}
+	// Before the record says the volume exists: after a power cut the
+	// directory must be there too, with its owner and mode. The state
+	// file's own fdatasync does not carry the mkdir (an overwrite of its
+	// pages commits no ext4 journal).
+	return safefs.SyncNew(p)
 }
 
 // Occupied refuses what makeEmpty would refuse: anything at the volume's
@@ -101,23 +108,29 @@ func (d *Dir) Occupied(vol *backend.Volume) error {
 // it loses nothing. Anything else is kept and reported.
 func (d *Dir) makeEmpty(ctx context.Context, name string, sized bool) error {
 	p := d.path(name)
+	if !d.btrfs {
+		// mkdir first: the driver's occupancy check has just seen the
+		// place free, so a second look before it would only cost a stat.
+		err := os.Mkdir(p, 0o700)
+		if errors.Is(err, os.ErrExist) {
+			return backend.RefuseLeftover(p, "data directory")
+		}
+		if err != nil {
+			return fmt.Errorf("creating its data directory: %w", err)
+		}
+		return nil
+	}
 	if _, err := os.Lstat(p); err == nil {
 		if err := backend.RefuseLeftover(p, "data directory"); err != nil {
 			return err
 		}
-		if !d.btrfs || btrfs.IsSubvolume(p) {
+		if btrfs.IsSubvolume(p) {
 			return nil
 		}
 		// An empty plain directory on btrfs: make it a subvolume instead.
 		if err := unix.Rmdir(p); err != nil {
 			return fmt.Errorf("replacing the empty leftover %s: %w", p, err)
 		}
-	}
-	if !d.btrfs {
-		if err := os.Mkdir(p, 0o700); err != nil {
-			return fmt.Errorf("creating its data directory: %w", err)
-		}
-		return nil
 	}
 	if sized {
 		// Before the subvolume exists, so it is accounted from the start.
