@@ -6,7 +6,6 @@ package driver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/stowage/stowage/internal/backend"
+	"github.com/stowage/stowage/internal/jsonenc"
 	"github.com/stowage/stowage/internal/store"
 )
 
@@ -536,23 +536,11 @@ func (d *Driver) WriteList(w io.Writer) error {
 // listElement is vol's element of List's answer, exactly as encoding/json
 // writes a volume.Volume with Name, Mountpoint and CreatedAt.
 func (d *Driver) listElement(buf []byte, v *store.Volume) []byte {
-	buf = appendJSONString(append(buf, `{"Name":`...), v.Name)
+	buf = jsonenc.String(append(buf, `{"Name":`...), v.Name)
 	if mp := d.mountpoint(v); mp != "" {
-		buf = appendJSONString(append(buf, `,"Mountpoint":`...), mp)
+		buf = jsonenc.String(append(buf, `,"Mountpoint":`...), mp)
 	}
 	return append(v.CreatedAt.AppendFormat(append(buf, `,"CreatedAt":"`...), time.RFC3339), '"', '}')
-}
-
-// appendJSONString appends s as a JSON string exactly as encoding/json
-// writes it; the common plain-ASCII case takes no allocation.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s)
-			return append(b, q...)
-		}
-	}
-	return append(append(append(b, '"'), s...), '"')
 }
 
 // Capabilities is trivial: a managed plugin gets it before nearly every call.
@@ -563,35 +551,125 @@ func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
 // describe builds Get's answer. A disabled backend must not make Get fail,
 // so the volume is still described, with the problem in its Status.
 func (d *Driver) describe(vol *store.Volume) *volume.Volume {
-	status := map[string]interface{}{
-		"backend": vol.Backend,
-		"options": vol.Options,
-		"mounts":  vol.ActiveMounts(),
+	var st statusList
+	out := &volume.Volume{Name: vol.Name, CreatedAt: vol.CreatedAt.Format(time.RFC3339), Mountpoint: d.status(vol, &st)}
+	e := st.sorted()
+	out.Status = make(map[string]interface{}, len(e))
+	for _, e := range e {
+		out.Status[e.k] = e.v
 	}
-	if stale := vol.ActiveMounts() - d.liveMounts(vol); stale > 0 {
-		status["stale_mounts"] = stale
+	return out
+}
+
+// AppendGet appends Get's answer for req to dst: the bytes plugin writes
+// for Get's *volume.GetResponse (TestAppendGetWritesWhatGetAnswers), made
+// without the response, its Status map or reflection, since Get is the call
+// dockerd sends before nearly every other. ok is false if a Status value is
+// one encoding/json would refuse: answer through Get then, as before.
+func (d *Driver) AppendGet(dst []byte, req *volume.GetRequest) (b []byte, ok bool, err error) {
+	vol, err := d.load(req.Name)
+	if err != nil {
+		return nil, true, err
 	}
-	out := &volume.Volume{Name: vol.Name, CreatedAt: vol.CreatedAt.Format(time.RFC3339), Status: status}
+	var st statusList
+	mp := d.status(vol, &st)
+	b = jsonenc.String(append(dst, `{"Volume":{"Name":`...), vol.Name)
+	if mp != "" {
+		b = jsonenc.String(append(b, `,"Mountpoint":`...), mp)
+	}
+	// RFC 3339 is plain ASCII: no escaping needed.
+	b = append(vol.CreatedAt.AppendFormat(append(b, `,"CreatedAt":"`...), time.RFC3339), `","Status":{`...)
+	for i, e := range st.sorted() {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if b, ok = jsonenc.Value(append(jsonenc.String(b, e.k), ':'), e.v); !ok {
+			return nil, false, nil
+		}
+	}
+	return append(b, "}}}\n"...), true, nil
+}
+
+type statusEntry struct {
+	k string
+	v interface{}
+}
+
+// statusList is Get's Status as set in order, a later value replacing an
+// earlier one's, as in a map; on the caller's stack for Status's own keys
+// and a backend's few.
+type statusList struct {
+	n    int
+	fix  [12]statusEntry
+	more []statusEntry
+}
+
+func (l *statusList) set(k string, v interface{}) {
+	for i := 0; i < l.n; i++ {
+		if l.fix[i].k == k {
+			l.fix[i].v = v
+			return
+		}
+	}
+	for i := range l.more {
+		if l.more[i].k == k {
+			l.more[i].v = v
+			return
+		}
+	}
+	if l.n < len(l.fix) {
+		l.fix[l.n] = statusEntry{k, v}
+		l.n++
+		return
+	}
+	l.more = append(l.more, statusEntry{k, v})
+}
+
+// sorted returns the entries in key order, as encoding/json writes a
+// map's: a handful, so by insertion.
+func (l *statusList) sorted() []statusEntry {
+	e := l.fix[:l.n]
+	if len(l.more) > 0 {
+		e = append(e[:l.n:l.n], l.more...)
+	}
+	for i := 1; i < len(e); i++ {
+		for j := i; j > 0 && e[j].k < e[j-1].k; j-- {
+			e[j], e[j-1] = e[j-1], e[j]
+		}
+	}
+	return e
+}
+
+// status collects vol's Status into st and returns its mountpoint: the one
+// description both Get and AppendGet write.
+func (d *Driver) status(vol *store.Volume, st *statusList) (mountpoint string) {
+	active := vol.ActiveMounts()
+	st.set("backend", vol.Backend)
+	st.set("options", vol.Options)
+	st.set("mounts", active)
+	if stale := active - d.liveMounts(vol); stale > 0 {
+		st.set("stale_mounts", stale)
+	}
 	inst, ok := d.cfg.Backends[vol.Backend]
 	if !ok {
-		status["problem"] = fmt.Sprintf("backend %q is not enabled in this daemon", vol.Backend)
-		return out
+		st.set("problem", fmt.Sprintf("backend %q is not enabled in this daemon", vol.Backend))
+		return ""
 	}
-	out.Mountpoint = inst.Mountpoint(vol)
+	mountpoint = inst.Mountpoint(vol)
 	if s, ok := inst.Backend.(backend.Statuser); ok {
 		for k, v := range s.Status(vol) {
-			status[k] = v
+			st.set(k, v)
 		}
 	}
 	if u, ok := inst.Backend.(backend.Usager); ok {
 		if use, err := u.Usage(vol); err == nil {
 			if use.Limit > 0 {
-				status["size_bytes"] = use.Limit
+				st.set("size_bytes", use.Limit)
 			}
-			status["used_bytes"] = use.Used
+			st.set("used_bytes", use.Used)
 		}
 	}
-	return out
+	return mountpoint
 }
 
 // liveMounts counts ledger entries of this boot.

@@ -1,12 +1,9 @@
 package plugin
 
 import (
-	"encoding/json"
-	"sort"
-	"strconv"
-	"unicode/utf8"
-
 	"github.com/docker/go-plugins-helpers/volume"
+
+	"github.com/stowage/stowage/internal/jsonenc"
 )
 
 // appendGetResponse appends r as json.Encoder writes it (newline included),
@@ -21,79 +18,39 @@ func appendGetResponse(b []byte, r *volume.GetResponse) ([]byte, bool) {
 	if v == nil {
 		return append(b, "null}\n"...), true
 	}
-	b = appendString(append(b, `{"Name":`...), v.Name)
+	b = jsonenc.String(append(b, `{"Name":`...), v.Name)
 	if v.Mountpoint != "" {
-		b = appendString(append(b, `,"Mountpoint":`...), v.Mountpoint)
+		b = jsonenc.String(append(b, `,"Mountpoint":`...), v.Mountpoint)
 	}
 	if v.CreatedAt != "" {
-		b = appendString(append(b, `,"CreatedAt":`...), v.CreatedAt)
+		b = jsonenc.String(append(b, `,"CreatedAt":`...), v.CreatedAt)
 	}
 	if len(v.Status) > 0 {
 		var ok bool
-		if b, ok = appendValue(append(b, `,"Status":`...), v.Status); !ok {
+		if b, ok = jsonenc.Value(append(b, `,"Status":`...), v.Status); !ok {
 			return nil, false
 		}
 	}
 	return append(b, "}}\n"...), true
 }
 
-func appendValue(b []byte, v interface{}) ([]byte, bool) {
-	switch x := v.(type) {
-	case nil:
-		return append(b, "null"...), true
-	case string:
-		return appendString(b, x), true
-	case bool:
-		return strconv.AppendBool(b, x), true
-	case int:
-		return strconv.AppendInt(b, int64(x), 10), true
-	case int64:
-		return strconv.AppendInt(b, x, 10), true
-	case uint64:
-		return strconv.AppendUint(b, x, 10), true
-	case map[string]string:
-		return appendMap(b, x, func(b []byte, s string) ([]byte, bool) { return appendString(b, s), true })
-	case map[string]interface{}:
-		return appendMap(b, x, appendValue)
+// plainName reads body when it is exactly {"Name":"NAME"} (and the newline
+// json.Encoder ends it with), NAME printable ASCII without escapes: what
+// dockerd sends for Get. Such a name decodes to its own bytes; anything
+// else is for encoding/json.
+func plainName(body []byte) (string, bool) {
+	const pre, post = `{"Name":"`, `"}`
+	if len(body) > 0 && body[len(body)-1] == '\n' {
+		body = body[:len(body)-1]
 	}
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return nil, false
+	if len(body) < len(pre)+len(post) || string(body[:len(pre)]) != pre || string(body[len(body)-len(post):]) != post {
+		return "", false
 	}
-	return append(b, raw...), true
-}
-
-// appendMap appends m as encoding/json does: keys sorted, null when nil.
-func appendMap[V any](b []byte, m map[string]V, value func([]byte, V) ([]byte, bool)) ([]byte, bool) {
-	if m == nil {
-		return append(b, "null"...), true
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	b = append(b, '{')
-	for i, k := range keys {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		var ok bool
-		if b, ok = value(append(appendString(b, k), ':'), m[k]); !ok {
-			return nil, false
+	name := body[len(pre) : len(body)-len(post)]
+	for _, c := range name {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return "", false
 		}
 	}
-	return append(b, '}'), true
-}
-
-// appendString appends s as encoding/json does (HTML-safe escaping); plain
-// ASCII, the usual case, is copied as is.
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s)
-			return append(b, q...)
-		}
-	}
-	return append(append(append(b, '"'), s...), '"')
+	return string(name), true
 }

@@ -3,10 +3,17 @@ package plugin
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"math/rand"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+
+	"github.com/stowage/stowage/driver"
 )
 
 func encodingJSON(t *testing.T, v interface{}) []byte {
@@ -70,4 +77,65 @@ func randString(r *rand.Rand) string {
 		b[i] = rs[r.Intn(len(rs))]
 	}
 	return string(b)
+}
+
+// Get's request is what dockerd sends, or anything else: the fast read
+// takes exactly what json.Decoder takes, and refuses what it refuses.
+func FuzzGetRequestDecodesAsJSONDecoder(f *testing.F) {
+	for _, s := range []string{
+		`{"Name":"v0001234"}`, `{"Name":"v"}` + "\n", `{"Name":""}`, `{"name":"v"}`, `{"Name":"a\"b"}`,
+		`{"Name":"a\\u0041"}`, `{"Name":"é"}`, `{"Name":"v"}x`, `{"Name":"v"} {"Name":"w"}`, `{"Name":"v","Name":"w"}`,
+		`{"Name":"a","x":"b"}`, `{"Name":5}`, `{"Name":"v"`, `{"Name":"` + "\x7f\x01" + `"}`, ``, `null`, ` {"Name":"v"}`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		var want volume.GetRequest
+		werr := json.NewDecoder(strings.NewReader(body)).Decode(&want)
+		var got volume.GetRequest
+		gerr := decodeRequest(strings.NewReader(body), int64(len(body)), &got)
+		if got != want || (werr == nil) != (gerr == nil) || werr != nil && werr.Error() != gerr.Error() {
+			t.Fatalf("%q: decoded %+v (%v), json.Decoder %+v (%v)", body, got, gerr, want, werr)
+		}
+	})
+}
+
+// The real driver answers Get through AppendGet.
+var _ GetAppender = (*driver.Driver)(nil)
+
+// declining answers through Get when AppendGet declines, and errors as Get.
+type declining struct {
+	volume.Driver
+	ok  bool
+	err error
+}
+
+func (d declining) AppendGet(dst []byte, req *volume.GetRequest) ([]byte, bool, error) {
+	return append(dst, "{\"Volume\":{\"Name\":\"appended\"}}\n"...), d.ok, d.err
+}
+
+func TestGetAnswersThroughAppendGetOrGet(t *testing.T) {
+	real := newRealDriver(t, t.TempDir())
+	if err := real.Create(&volume.CreateRequest{Name: "v"}); err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetLevel(logrus.PanicLevel)
+	for _, c := range []struct {
+		d      declining
+		status int
+		body   string
+	}{
+		{declining{real, true, nil}, 200, "{\"Volume\":{\"Name\":\"appended\"}}\n"},
+		{declining{real, false, nil}, 200, "{\"Volume\":{\"Name\":\"v\",\"Mountpoint\":"},
+		{declining{real, true, errors.New("volume \"v\": broken")}, 500, "{\"Err\":\"volume \\\"v\\\": broken\"}\n"},
+	} {
+		for i := 0; i < 3; i++ { // answers come from reused buffers
+			rec := httptest.NewRecorder()
+			NewHandler(c.d, HandlerOptions{Log: log}).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/VolumeDriver.Get", strings.NewReader(`{"Name":"v"}`)))
+			if rec.Code != c.status || !strings.HasPrefix(rec.Body.String(), c.body) || rec.Header().Get("Content-Type") != "application/vnd.docker.plugins.v1.1+json" {
+				t.Fatalf("ok %v err %v: %d %q %v", c.d.ok, c.d.err, rec.Code, rec.Body.String(), rec.Header())
+			}
+		}
+	}
 }

@@ -8,11 +8,13 @@ package plugin
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/docker/go-plugins-helpers/sdk"
@@ -77,9 +79,7 @@ func NewHandler(d volume.Driver, o HandlerOptions) http.Handler {
 	route("Path", func() interface{} { return &volume.PathRequest{} }, func(r interface{}) (interface{}, error) {
 		return d.Path(r.(*volume.PathRequest))
 	})
-	route("Get", func() interface{} { return &volume.GetRequest{} }, func(r interface{}) (interface{}, error) {
-		return d.Get(r.(*volume.GetRequest))
-	})
+	route("Get", func() interface{} { return &volume.GetRequest{} }, getCall(d))
 	if lw, ok := d.(ListWriter); ok {
 		mux.HandleFunc("/VolumeDriver.List", func(w http.ResponseWriter, r *http.Request) { h.stream(w, r, "List", lw.WriteList) })
 	} else {
@@ -99,6 +99,40 @@ func NewHandler(d volume.Driver, o HandlerOptions) http.Handler {
 type handler struct {
 	log     logrus.FieldLogger
 	observe Observer
+}
+
+// GetAppender is implemented by a driver that writes Get's answer itself:
+// the bytes writeJSON would write for its Get's *volume.GetResponse,
+// without building it. ok false sends the call through Get instead.
+type GetAppender interface {
+	AppendGet(dst []byte, req *volume.GetRequest) (b []byte, ok bool, err error)
+}
+
+// answer is a call's encoded answer, in a buffer of getBufs.
+type answer []byte
+
+// getBufs hold Get's answers between the driver and the connection's
+// writer, which copies them.
+var getBufs = sync.Pool{New: func() interface{} { b := make([]byte, 0, 512); return &b }}
+
+func getCall(d volume.Driver) func(interface{}) (interface{}, error) {
+	ga, ok := d.(GetAppender)
+	if !ok {
+		return func(r interface{}) (interface{}, error) { return d.Get(r.(*volume.GetRequest)) }
+	}
+	return func(r interface{}) (interface{}, error) {
+		bp := getBufs.Get().(*[]byte)
+		b, ok, err := ga.AppendGet((*bp)[:0], r.(*volume.GetRequest))
+		if err != nil || !ok {
+			getBufs.Put(bp)
+			if err != nil {
+				return nil, err
+			}
+			return d.Get(r.(*volume.GetRequest))
+		}
+		*bp = b
+		return (*answer)(bp), nil
+	}
 }
 
 func (h *handler) post(w http.ResponseWriter, r *http.Request) bool {
@@ -205,7 +239,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, op string, newRe
 	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 	if newReq != nil {
 		req = newReq()
-		if err = json.NewDecoder(body).Decode(req); err != nil {
+		if err = decodeRequest(body, r.ContentLength, req); err != nil {
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
 				status = http.StatusRequestEntityTooLarge
@@ -226,6 +260,14 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, op string, newRe
 		writeJSON(w, status, volume.ErrorResponse{Err: err.Error()})
 		return
 	}
+	if a, ok := res.(*answer); ok {
+		w.Header().Set("Content-Type", sdk.DefaultContentTypeV1_1)
+		w.Write(*a)
+		if cap(*a) <= 64<<10 {
+			getBufs.Put((*[]byte)(a))
+		}
+		return
+	}
 	if g, ok := res.(*volume.GetResponse); ok {
 		if b, ok := appendGetResponse(make([]byte, 0, 512), g); ok {
 			w.Header().Set("Content-Type", sdk.DefaultContentTypeV1_1)
@@ -234,6 +276,25 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, op string, newRe
 		}
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// decodeRequest decodes body, of length bytes (-1: unknown), into req. A
+// Get's body, the hottest call's, is read whole and taken by plainName when
+// it is what dockerd sends; anything else goes to json.Decoder, which then
+// reads the same bytes.
+func decodeRequest(body io.Reader, length int64, req interface{}) error {
+	if g, ok := req.(*volume.GetRequest); ok && length > 0 && length <= 256 {
+		buf := make([]byte, length)
+		n, err := io.ReadFull(body, buf)
+		if err == nil {
+			if name, ok := plainName(buf); ok {
+				g.Name = name
+				return nil
+			}
+		}
+		body = io.MultiReader(bytes.NewReader(buf[:n]), body)
+	}
+	return json.NewDecoder(body).Decode(req)
 }
 
 func addFields(f logrus.Fields, req interface{}) {
