@@ -98,6 +98,36 @@ func SyncNew(dir string) error {
 	return nil
 }
 
+// SyncFile makes a just-written file's data durable, then its name (see
+// SyncNew for the directory it sits in).
+func SyncFile(path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("syncing %s: %w", path, err)
+	}
+	err = unix.Fsync(fd)
+	unix.Close(fd)
+	if err != nil {
+		return fmt.Errorf("syncing %s: %w", path, err)
+	}
+	return SyncNew(filepath.Dir(path))
+}
+
+// SyncFS flushes the whole filesystem holding path. A copied tree has as
+// many files as its source; one syncfs costs less than an fsync of each.
+func SyncFS(path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("syncing the filesystem of %s: %w", path, err)
+	}
+	err = unix.Syncfs(fd)
+	unix.Close(fd)
+	if err != nil {
+		return fmt.Errorf("syncing the filesystem of %s: %w", path, err)
+	}
+	return nil
+}
+
 // removeContents empties the directory open at fd (path is for messages).
 func removeContents(fd int, path string, mnt uint64) error {
 	dup, err := unix.Dup(fd)

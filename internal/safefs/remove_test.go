@@ -267,3 +267,30 @@ func TestSyncNew(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The sync helpers name what they could not sync, and refuse to follow a
+// symlink to a file somewhere else.
+func TestSyncHelpers(t *testing.T) {
+	base := t.TempDir()
+	f := filepath.Join(base, "img")
+	write(t, f, "blocks")
+	if err := SyncFile(f); err != nil {
+		t.Fatalf("SyncFile = %v", err)
+	}
+	if err := SyncFS(base); err != nil {
+		t.Fatalf("SyncFS = %v", err)
+	}
+	missing := filepath.Join(base, "missing")
+	for name, err := range map[string]error{"SyncFile": SyncFile(missing), "SyncFS": SyncFS(missing), "SyncNew": SyncNew(missing)} {
+		if err == nil || !strings.Contains(err.Error(), missing) {
+			t.Errorf("%s of a missing path = %v, want an error naming it", name, err)
+		}
+	}
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(f, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := SyncFile(link); err == nil {
+		t.Error("SyncFile followed a symlink")
+	}
+}

@@ -285,7 +285,12 @@ func (d *Dir) Clone(ctx context.Context, src, dst *backend.Volume, opts backend.
 	if err := d.limit(ctx, dst.Name, size); err != nil {
 		return err
 	}
-	return copyfs.Tree(dp, sp)
+	if err := copyfs.Tree(dp, sp); err != nil {
+		return err
+	}
+	// The clone is answered as made: its data and names must survive a
+	// power cut before the record does.
+	return safefs.SyncFS(dp)
 }
 
 // errNoCheapUsage is returned on every Get of a plain directory: made once.

@@ -67,7 +67,7 @@ func (b *Image) Clone(ctx context.Context, src, dst *backend.Volume, opts backen
 			return fmt.Errorf("giving the copy a new filesystem ID: %w", err)
 		}
 	}
-	return nil
+	return b.syncNew(dst.Name)
 }
 
 // Resize grows the image file, then the filesystem in it: online when it is

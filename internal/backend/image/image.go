@@ -139,9 +139,25 @@ func (b *Image) Create(ctx context.Context, vol *backend.Volume, opts backend.Op
 	if err := mkfs(ctx, opts["fs"], b.img(vol.Name)); err != nil {
 		return fmt.Errorf("formatting its image: %w", err)
 	}
-	return b.withMounted(ctx, vol.Name, opts["fs"], func(mnt string) error {
+	if err := b.withMounted(ctx, vol.Name, opts["fs"], func(mnt string) error {
 		return dir.ApplyOwnership(mnt, opts)
-	})
+	}); err != nil {
+		return err
+	}
+	return b.syncNew(vol.Name)
+}
+
+// syncNew makes a new image durable before its record: the image's blocks
+// (mkfs wrote them through the page cache), its name, the volume's
+// directory and the mount point in it.
+func (b *Image) syncNew(name string) error {
+	if err := safefs.SyncFile(b.img(name)); err != nil {
+		return err
+	}
+	if err := safefs.SyncNew(b.mnt(name)); err != nil {
+		return err
+	}
+	return safefs.SyncNew(b.volDir(name))
 }
 
 // Occupied refuses what makeDirs would refuse: any leftover directory.
