@@ -34,6 +34,9 @@ type Announcer struct {
 	Log     logrus.FieldLogger
 	// Retry is the pause between attempts to reach the engine.
 	Retry time.Duration
+	// Timeout bounds each answer but the event stream's body. A listing
+	// may wait ~30 s on each dead plugin socket dockerd still knows.
+	Timeout time.Duration
 
 	client *http.Client
 }
@@ -45,7 +48,7 @@ func NewAnnouncer(host string, drivers []string, log logrus.FieldLogger) (*Annou
 	if err != nil {
 		return nil, err
 	}
-	a := &Announcer{API: path, Drivers: drivers, Log: log, Retry: 2 * time.Second}
+	a := &Announcer{API: path, Drivers: drivers, Log: log, Retry: 2 * time.Second, Timeout: 2 * time.Minute}
 	a.client = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", a.API)
@@ -90,20 +93,24 @@ func (a *Announcer) Run(ctx context.Context) {
 // once opens an event stream to the engine (to learn when it goes away),
 // announces every driver, then waits for the stream to end.
 func (a *Announcer) once(ctx context.Context, log logrus.FieldLogger) error {
-	filters := url.QueryEscape(`{"type":["daemon"]}`)
-	events, err := a.get(ctx, "/events?filters="+filters)
+	// An engine that takes the connection but never answers must not hold
+	// the announcer for good: past Timeout it tries again.
+	evCtx, evCancel := context.WithCancel(ctx)
+	defer evCancel()
+	timer := time.AfterFunc(a.Timeout, evCancel)
+	events, err := a.get(evCtx, "/events?filters="+url.QueryEscape(`{"type":["daemon"]}`))
+	if !timer.Stop() && err != nil {
+		err = fmt.Errorf("dockerd did not answer within %v: %w", a.Timeout, err)
+	}
 	if err != nil {
 		return err
 	}
 	defer events.Body.Close()
 	for _, d := range a.Drivers {
 		start := time.Now()
-		resp, err := a.get(ctx, "/volumes?filters="+url.QueryEscape(fmt.Sprintf(`{"driver":[%q]}`, d)))
-		if err != nil {
+		if err := a.list(ctx, d); err != nil {
 			return fmt.Errorf("listing volumes of driver %q: %w", d, err)
 		}
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
 		log.WithFields(logrus.Fields{"driver": d, "duration": time.Since(start)}).Info("dockerd has looked the volume driver up; Swarm sees it on this node")
 	}
 	// The stream carries nothing we need; its end is the news.
@@ -111,6 +118,18 @@ func (a *Announcer) once(ctx context.Context, log logrus.FieldLogger) error {
 	if err == nil {
 		err = errors.New("dockerd closed its event stream")
 	}
+	return err
+}
+
+func (a *Announcer) list(ctx context.Context, driver string) error {
+	ctx, cancel := context.WithTimeout(ctx, a.Timeout)
+	defer cancel()
+	resp, err := a.get(ctx, "/volumes?filters="+url.QueryEscape(fmt.Sprintf(`{"driver":[%q]}`, driver)))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	return err
 }
 

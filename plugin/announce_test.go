@@ -102,3 +102,58 @@ func TestAnnouncerWantsAUnixSocketPath(t *testing.T) {
 		}
 	}
 }
+
+// An engine that takes connections but answers nothing holds the announcer
+// for Timeout at most: it tries again, and announces once answers come.
+func TestAnnouncerOutlivesAnEngineThatNeverAnswers(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	a, err := NewAnnouncer("unix://"+sock, []string{"stowage"}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Retry, a.Timeout = 20*time.Millisecond, 100*time.Millisecond
+	var mu sync.Mutex
+	answer := false
+	hung := make(chan struct{}, 100)
+	got := make(chan string, 10)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		ok := answer
+		mu.Unlock()
+		if !ok {
+			hung <- struct{}{}
+		} else {
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+		}
+		<-r.Context().Done()
+	})
+	mux.HandleFunc("/volumes", func(w http.ResponseWriter, r *http.Request) {
+		got <- r.URL.Query().Get("filters")
+		io.WriteString(w, `{"Volumes":[]}`)
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(l)
+	defer srv.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for i := 0; i < 2; i++ { // two attempts met a silent engine: it came back
+		select {
+		case <-hung:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("attempt %d never reached the engine: the announcer is stuck", i+1)
+		}
+	}
+	mu.Lock()
+	answer = true
+	mu.Unlock()
+	wantAnnounce(t, got, `{"driver":["stowage"]}`)
+}

@@ -295,17 +295,22 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 // its socket's, if dockerd discovers sockets there, and the TCP spec's.
 func announcedDrivers(cfg *config.Serve, sock string) []string {
 	var names []string
-	name := strings.TrimSuffix(filepath.Base(sock), ".sock")
+	name := driverName(sock)
 	dir := filepath.Dir(sock)
 	if dir == plugin.PluginSocketDir || (dir == filepath.Join(plugin.PluginSocketDir, name)) {
 		names = append(names, name)
 	}
 	if cfg.TCPAddr != "" {
-		if n := strings.TrimSuffix(filepath.Base(cfg.Socket), ".sock"); len(names) == 0 || names[0] != n {
+		if n := driverName(cfg.Socket); len(names) == 0 || names[0] != n {
 			names = append(names, n)
 		}
 	}
 	return names
+}
+
+// driverName is the name dockerd knows a plugin socket's driver by.
+func driverName(sock string) string {
+	return strings.TrimSuffix(filepath.Base(sock), ".sock")
 }
 
 // recoveryInterval is how often the daemon retries what start-up recovery
@@ -442,7 +447,7 @@ func exposeInstances(insts map[string]backend.Instance, root, dir string, log lo
 // serveTCP serves the plugin API over TLS too and writes the spec file that
 // tells dockerd where; the returned stop removes the file.
 func serveTCP(cfg *config.Serve, srv *plugin.Server, done chan<- error, log logrus.FieldLogger) (func(), error) {
-	name := strings.TrimSuffix(filepath.Base(cfg.Socket), ".sock")
+	name := driverName(cfg.Socket)
 	tl, err := plugin.ListenTLS(cfg.TCPAddr, plugin.TLSOptions{Cert: cfg.TLSCert, Key: cfg.TLSKey, CA: cfg.TLSCA})
 	if err != nil {
 		return nil, err
