@@ -32,5 +32,5 @@ func MakeMountPoint(p string) error {
 	if err != nil {
 		return fmt.Errorf("creating its mount point: %w", err)
 	}
-	return nil
+	return safefs.SyncNew(p)
 }

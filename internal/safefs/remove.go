@@ -63,7 +63,10 @@ func RemoveTree(dir string) error {
 	// An empty directory (a volume never written to) goes at once, without
 	// listing it; rmdir refuses anything else, and a mount point.
 	switch err := unix.Unlinkat(parent, base, unix.AT_REMOVEDIR); {
-	case err == nil || errors.Is(err, unix.ENOENT):
+	case err == nil:
+		unix.Close(fd)
+		return syncRemoved(parent, dir)
+	case errors.Is(err, unix.ENOENT):
 		unix.Close(fd)
 		return nil
 	case !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST):
@@ -78,22 +81,48 @@ func RemoveTree(dir string) error {
 	if err := unix.Unlinkat(parent, base, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("removing %s: %w", dir, err)
 	}
+	return syncRemoved(parent, dir)
+}
+
+// syncRemoved makes a removal durable before the caller records it: after
+// a power cut a directory must not come back that no record claims (the
+// next Create of its name would be refused over it).
+func syncRemoved(parent int, dir string) error {
+	if err := unix.Fsync(parent); err != nil {
+		return fmt.Errorf("%s is removed, but syncing %s failed: %w", dir, filepath.Dir(dir), err)
+	}
 	return nil
+}
+
+// SyncRemoved makes the removal of path durable: its directory is synced.
+func SyncRemoved(path string) error {
+	fd, err := unix.Open(filepath.Dir(path), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%s is removed, but syncing %s failed: %w", path, filepath.Dir(path), err)
+	}
+	defer unix.Close(fd)
+	return syncRemoved(fd, path)
 }
 
 // SyncNew makes a just-made directory durable: its own inode (owner,
 // mode), then its entry in its parent.
 func SyncNew(dir string) error {
-	for _, p := range []string{dir, filepath.Dir(dir)} {
-		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("syncing %s: %w", p, err)
-		}
-		err = unix.Fsync(fd)
-		unix.Close(fd)
-		if err != nil {
-			return fmt.Errorf("syncing %s: %w", p, err)
-		}
+	if err := SyncDir(dir); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(dir))
+}
+
+// SyncDir makes the names in dir durable (a rename into it, say).
+func SyncDir(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	err = unix.Fsync(fd)
+	unix.Close(fd)
+	if err != nil {
+		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
 	return nil
 }

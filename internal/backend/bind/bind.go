@@ -14,6 +14,7 @@ import (
 
 	"github.com/stowage/stowage/internal/backend"
 	"github.com/stowage/stowage/internal/backend/dir"
+	"github.com/stowage/stowage/internal/safefs"
 )
 
 // ID is the backend's registered name.
@@ -140,8 +141,16 @@ func (b *Bind) Create(_ context.Context, vol *backend.Volume, opts backend.Optio
 		os.Remove(tmp)
 		return fmt.Errorf("recording the adopted path: %w", err)
 	}
+	if err := safefs.SyncFile(tmp); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("recording the adopted path: %w", err)
+	}
 	if err := os.Rename(tmp, b.marker(vol.Name)); err != nil {
 		os.Remove(tmp)
+		return fmt.Errorf("recording the adopted path: %w", err)
+	}
+	if err := safefs.SyncDir(b.dir); err != nil {
+		os.Remove(b.marker(vol.Name))
 		return fmt.Errorf("recording the adopted path: %w", err)
 	}
 	if err := dir.ApplyOwnership(res, opts); err != nil {
@@ -237,7 +246,7 @@ func (b *Bind) Remove(_ context.Context, vol *backend.Volume) error {
 	if err := os.Remove(b.marker(vol.Name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("forgetting the adopted path: %w", err)
 	}
-	return nil
+	return safefs.SyncRemoved(b.marker(vol.Name))
 }
 
 // Inventory reports markers without records and recorded host paths that

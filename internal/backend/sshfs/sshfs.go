@@ -521,6 +521,9 @@ func (s *SSHFS) Remove(_ context.Context, vol *backend.Volume) error {
 		}
 		return fmt.Errorf("removing its mount point %s: %w", p, err)
 	}
+	if err := safefs.SyncRemoved(p); err != nil {
+		return err
+	}
 	if err := os.Remove(s.logPath(vol.Name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.WithFields(logrus.Fields{"op": "Remove", "volume": vol.Name, "error": err}).Warn("removing the sshfs log")
 	}
