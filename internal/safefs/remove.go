@@ -96,12 +96,10 @@ func syncRemoved(parent int, dir string) error {
 
 // SyncRemoved makes the removal of path durable: its directory is synced.
 func SyncRemoved(path string) error {
-	fd, err := unix.Open(filepath.Dir(path), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("%s is removed, but syncing %s failed: %w", path, filepath.Dir(path), err)
+	if err := SyncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("%s is removed, but %w", path, err)
 	}
-	defer unix.Close(fd)
-	return syncRemoved(fd, path)
+	return nil
 }
 
 // SyncNew makes a just-made directory durable: its own inode (owner,
@@ -115,44 +113,29 @@ func SyncNew(dir string) error {
 
 // SyncDir makes the names in dir durable (a rename into it, say).
 func SyncDir(dir string) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	err = unix.Fsync(fd)
-	unix.Close(fd)
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	return nil
+	return syncAt(dir, unix.O_DIRECTORY, unix.Fsync, "syncing %s")
 }
 
-// SyncFile makes a just-written file's data durable, then its name (see
-// SyncNew for the directory it sits in).
+// SyncFile makes a just-written file's data durable; its name is the
+// caller's to sync, with its directory.
 func SyncFile(path string) error {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", path, err)
-	}
-	err = unix.Fsync(fd)
-	unix.Close(fd)
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", path, err)
-	}
-	return SyncNew(filepath.Dir(path))
+	return syncAt(path, unix.O_NOFOLLOW, unix.Fsync, "syncing %s")
 }
 
 // SyncFS flushes the whole filesystem holding path. A copied tree has as
 // many files as its source; one syncfs costs less than an fsync of each.
 func SyncFS(path string) error {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("syncing the filesystem of %s: %w", path, err)
+	return syncAt(path, unix.O_DIRECTORY, unix.Syncfs, "syncing the filesystem of %s")
+}
+
+func syncAt(path string, flags int, sync func(fd int) error, what string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|flags, 0)
+	if err == nil {
+		err = sync(fd)
+		unix.Close(fd)
 	}
-	err = unix.Syncfs(fd)
-	unix.Close(fd)
 	if err != nil {
-		return fmt.Errorf("syncing the filesystem of %s: %w", path, err)
+		return fmt.Errorf(what+": %w", path, err)
 	}
 	return nil
 }

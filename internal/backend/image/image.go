@@ -154,7 +154,7 @@ func (b *Image) syncNew(name string) error {
 	if err := safefs.SyncFile(b.img(name)); err != nil {
 		return err
 	}
-	if err := safefs.SyncNew(b.mnt(name)); err != nil {
+	if err := safefs.SyncDir(b.mnt(name)); err != nil {
 		return err
 	}
 	return safefs.SyncNew(b.volDir(name))
