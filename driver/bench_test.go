@@ -1,7 +1,9 @@
 package driver
 
 import (
+	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/volume"
@@ -62,4 +64,32 @@ func benchDriver(b *testing.B) *Driver {
 		b.Fatal(err)
 	}
 	return d
+}
+
+// Durable dir Creates, 64 callers at once: the driver's share of the
+// socket bench's 64-caller throughput.
+func BenchmarkCreateDir64(b *testing.B) {
+	d := benchDriver(b)
+	var n atomic.Int64
+	b.SetParallelism(32) // 64 goroutines on 2 CPUs
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := d.Create(&volume.CreateRequest{Name: fmt.Sprintf("c%07d", n.Add(1))}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// One caller's durable dir Creates, to compare with BenchmarkCreateDir64.
+func BenchmarkCreateDir1(b *testing.B) {
+	d := benchDriver(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := d.Create(&volume.CreateRequest{Name: fmt.Sprintf("c%07d", i)}); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
