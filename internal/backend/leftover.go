@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/stowage/stowage/internal/safefs"
 )
 
@@ -26,11 +28,21 @@ func RefuseLeftover(p, what string) error {
 // mounted on first use, adopting an empty leftover (RefuseLeftover).
 func MakeMountPoint(p string) error {
 	err := os.Mkdir(p, 0o700)
+	made := err == nil
 	if errors.Is(err, os.ErrExist) {
-		return RefuseLeftover(p, "mount point")
-	}
-	if err != nil {
+		if err := RefuseLeftover(p, "mount point"); err != nil {
+			return err
+		}
+	} else if err != nil {
 		return fmt.Errorf("creating its mount point: %w", err)
 	}
-	return safefs.SyncNew(p)
+	if err := safefs.SyncNew(p); err != nil {
+		if made {
+			// A failed Create undoes its own work; rmdir takes only an
+			// empty directory.
+			unix.Rmdir(p)
+		}
+		return fmt.Errorf("creating its mount point: %w", err)
+	}
+	return nil
 }
