@@ -155,6 +155,25 @@ func TestAnsweredChangesSurviveAPowerCut(t *testing.T) {
 			t.Errorf("the clone's data did not survive: %q, %v", b, err)
 		}
 	})
+	t.Run("first Create in a new root", func(t *testing.T) {
+		// Nothing synced beforehand: the state file and its journal are
+		// made by this start, and must be there after the cut with the
+		// volume in them.
+		open, cut := powerCutRoot(t)
+		st, d := open()
+		if err := d.Create(&volume.CreateRequest{Name: "first"}); err != nil {
+			t.Fatal(err)
+		}
+		path := mountpointOf(t, d, "first")
+		st = cut(st)
+		defer st.Close()
+		if _, err := st.Get("first"); err != nil {
+			t.Errorf("the first volume's record is lost: %v", err)
+		}
+		if _, err := os.Lstat(path); err != nil {
+			t.Errorf("the first volume's directory is lost: %v", err)
+		}
+	})
 	t.Run("Remove", func(t *testing.T) {
 		st, d, cut := powerCutDriver(t, &volume.CreateRequest{Name: "old"})
 		path := mountpointOf(t, d, "old")
@@ -172,16 +191,36 @@ func TestAnsweredChangesSurviveAPowerCut(t *testing.T) {
 	})
 }
 
-// powerCutDriver is a driver with a dir backend on a powerCutFS, with the
-// volumes asked for made and everything so far on disk. cut cuts the power
-// under st and returns the state file opened again.
+// powerCutDriver is a driver with a dir and an image backend on a
+// powerCutFS, with the volumes asked for made and everything so far on
+// disk. cut cuts the power under st and returns the state file opened
+// again.
 func powerCutDriver(t *testing.T, creates ...*volume.CreateRequest) (*store.Store, *Driver, func(*store.Store) *store.Store) {
+	open, cut := powerCutRoot(t)
+	st, d := open()
+	for _, c := range creates {
+		if err := d.Create(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, d = open()
+	syncFS(t, filepath.Dir(d.cfg.Backends["dir"].Mountpoint(&backend.Volume{Name: "x"})))
+	return st, d, cut
+}
+
+// powerCutRoot is a fresh root on a powerCutFS: open opens its state and
+// driver; cut cuts the power under st and returns the state opened again.
+func powerCutRoot(t *testing.T) (open func() (*store.Store, *Driver), cut func(*store.Store) *store.Store) {
 	fs := newPowerCutFS(t)
 	root := filepath.Join(fs.Dir, "root")
 	if err := os.Mkdir(root, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	open := func() (*store.Store, *Driver) {
+	syncFS(t, fs.Dir)
+	open = func() (*store.Store, *Driver) {
 		st, err := store.Open(filepath.Join(root, store.FileName), store.Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -196,24 +235,13 @@ func powerCutDriver(t *testing.T, creates ...*volume.CreateRequest) (*store.Stor
 		}
 		return st, d
 	}
-	st, d := open()
-	for _, c := range creates {
-		if err := d.Create(c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
-	syncFS(t, root)
-	st, d = open()
-	cut := func(st *store.Store) *store.Store {
+	cut = func(st *store.Store) *store.Store {
 		// What it answered must be on disk already: its writes fail now.
 		fs.cut(func() { st.Close() })
 		st, _ = open()
 		return st
 	}
-	return st, d, cut
+	return open, cut
 }
 
 func mountpointOf(t *testing.T, d *Driver, name string) string {
