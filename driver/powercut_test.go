@@ -17,42 +17,45 @@ import (
 	"github.com/stowage/stowage/internal/tool"
 )
 
-// ext4's shutdown ioctl without a log flush: every write not yet made
-// durable by a sync is lost, as in a power cut (xfstests' "godown").
+// The shutdown ioctl of ext4 and xfs (one number, one flag) without a log
+// flush: every write not yet made durable by a sync is lost, as in a power
+// cut (xfstests' "godown").
 const (
-	ext4IocShutdown          = 0x8004587d // _IOR('X', 125, __u32)
-	ext4GoingFlagsNoLogFlush = 2
+	iocShutdown          = 0x8004587d // _IOR('X', 125, __u32)
+	goingFlagsNoLogFlush = 2
 )
 
-// powerCutFS is a small ext4 on a loop device, mounted at Dir, that can
-// be cut off as a power cut would and mounted again.
+// powerCutFS is a small filesystem on a loop device, mounted at Dir, that
+// can be cut off as a power cut would and mounted again.
 type powerCutFS struct {
-	t   *testing.T
-	dev *loop.Device
-	Dir string
+	t    *testing.T
+	dev  *loop.Device
+	kind string
+	Dir  string
 }
 
-func newPowerCutFS(t *testing.T) *powerCutFS {
+func newPowerCutFS(t *testing.T, kind string) *powerCutFS {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Fatal("power-cut tests mount an ext4 image and need root: run go test as root")
+		t.Fatal("power-cut tests mount a filesystem image and need root: run go test as root")
 	}
 	base := t.TempDir()
 	img := filepath.Join(base, "fs.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(img, 64<<20); err != nil {
+	if err := os.Truncate(img, 320<<20); err != nil { // xfs's least
 		t.Fatal(err)
 	}
-	if out, err := tool.Run(context.Background(), "mkfs.ext4", "-q", "-F", img); err != nil {
-		t.Fatalf("mkfs.ext4: %v %s", err, out)
+	mkfs := map[string][]string{"ext4": {"mkfs.ext4", "-q", "-F"}, "xfs": {"mkfs.xfs", "-q", "-f"}}[kind]
+	if out, err := tool.Run(context.Background(), mkfs[0], append(mkfs[1:], img)...); err != nil {
+		t.Fatalf("%s: %v %s", mkfs[0], err, out)
 	}
 	dev, err := loop.Attach(img)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &powerCutFS{t: t, dev: dev, Dir: filepath.Join(base, "mnt")}
+	f := &powerCutFS{t: t, dev: dev, kind: kind, Dir: filepath.Join(base, "mnt")}
 	if err := os.Mkdir(f.Dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +69,7 @@ func newPowerCutFS(t *testing.T) *powerCutFS {
 
 func (f *powerCutFS) mount() {
 	f.t.Helper()
-	if err := unix.Mount(f.dev.Path, f.Dir, "ext4", 0, ""); err != nil {
+	if err := unix.Mount(f.dev.Path, f.Dir, f.kind, 0, ""); err != nil {
 		f.t.Fatalf("mounting %s: %v", f.dev.Path, err)
 	}
 }
@@ -80,11 +83,11 @@ func (f *powerCutFS) cut(release func()) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	flags := uint32(ext4GoingFlagsNoLogFlush)
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), ext4IocShutdown, uintptr(unsafe.Pointer(&flags)))
+	flags := uint32(goingFlagsNoLogFlush)
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), iocShutdown, uintptr(unsafe.Pointer(&flags)))
 	unix.Close(fd)
 	if errno != 0 {
-		f.t.Fatalf("ext4 shutdown ioctl: %v", errno)
+		f.t.Fatalf("%s shutdown ioctl: %v", f.kind, errno)
 	}
 	release()
 	if err := unix.Unmount(f.Dir, 0); err != nil {
@@ -97,11 +100,18 @@ func (f *powerCutFS) cut(release func()) {
 // Create has its record and its directory with its mode, an answered
 // Remove has neither. Without the sync of the new directory (Create) or of
 // its parent after the rmdir (Remove), record and directory part ways.
-// Each runs alone on its own filesystem: on ext4 one fsync commits every
-// change made before it, so a later sync would hide a missing one.
+// Each runs alone on its own filesystem, ext4 and xfs: on ext4 one fsync
+// commits every change made before it, so a later sync would hide a
+// missing one.
 func TestAnsweredChangesSurviveAPowerCut(t *testing.T) {
+	for _, kind := range []string{"ext4", "xfs"} {
+		t.Run(kind, func(t *testing.T) { powerCutCases(t, kind) })
+	}
+}
+
+func powerCutCases(t *testing.T, kind string) {
 	t.Run("Create", func(t *testing.T) {
-		st, d, cut := powerCutDriver(t)
+		st, d, cut := powerCutDriver(t, kind)
 		if err := d.Create(&volume.CreateRequest{Name: "new", Options: map[string]string{"mode": "0750"}}); err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +130,7 @@ func TestAnsweredChangesSurviveAPowerCut(t *testing.T) {
 		}
 	})
 	t.Run("image clone", func(t *testing.T) {
-		st, d, cut := powerCutDriver(t, &volume.CreateRequest{Name: "src", Options: map[string]string{"backend": "image", "size": "16M"}})
+		st, d, cut := powerCutDriver(t, kind, &volume.CreateRequest{Name: "src", Options: map[string]string{"backend": "image", "size": "16M"}})
 		if err := d.Create(&volume.CreateRequest{Name: "copy", Options: map[string]string{"backend": "image", "from": "src"}}); err != nil {
 			t.Fatal(err)
 		}
@@ -137,7 +147,7 @@ func TestAnsweredChangesSurviveAPowerCut(t *testing.T) {
 		}
 	})
 	t.Run("dir clone", func(t *testing.T) {
-		st, d, cut := powerCutDriver(t, &volume.CreateRequest{Name: "src"})
+		st, d, cut := powerCutDriver(t, kind, &volume.CreateRequest{Name: "src"})
 		if err := os.WriteFile(filepath.Join(mountpointOf(t, d, "src"), "data"), []byte("kept"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -159,7 +169,7 @@ func TestAnsweredChangesSurviveAPowerCut(t *testing.T) {
 		// Nothing synced beforehand: the state file and its journal are
 		// made by this start, and must be there after the cut with the
 		// volume in them.
-		open, cut := powerCutRoot(t)
+		open, cut := powerCutRoot(t, kind)
 		st, d := open()
 		if err := d.Create(&volume.CreateRequest{Name: "first"}); err != nil {
 			t.Fatal(err)
@@ -175,7 +185,7 @@ func TestAnsweredChangesSurviveAPowerCut(t *testing.T) {
 		}
 	})
 	t.Run("Remove", func(t *testing.T) {
-		st, d, cut := powerCutDriver(t, &volume.CreateRequest{Name: "old"})
+		st, d, cut := powerCutDriver(t, kind, &volume.CreateRequest{Name: "old"})
 		path := mountpointOf(t, d, "old")
 		if err := d.Remove(&volume.RemoveRequest{Name: "old"}); err != nil {
 			t.Fatal(err)
@@ -195,8 +205,8 @@ func TestAnsweredChangesSurviveAPowerCut(t *testing.T) {
 // powerCutFS, with the volumes asked for made and everything so far on
 // disk. cut cuts the power under st and returns the state file opened
 // again.
-func powerCutDriver(t *testing.T, creates ...*volume.CreateRequest) (*store.Store, *Driver, func(*store.Store) *store.Store) {
-	open, cut := powerCutRoot(t)
+func powerCutDriver(t *testing.T, kind string, creates ...*volume.CreateRequest) (*store.Store, *Driver, func(*store.Store) *store.Store) {
+	open, cut := powerCutRoot(t, kind)
 	st, d := open()
 	for _, c := range creates {
 		if err := d.Create(c); err != nil {
@@ -213,8 +223,8 @@ func powerCutDriver(t *testing.T, creates ...*volume.CreateRequest) (*store.Stor
 
 // powerCutRoot is a fresh root on a powerCutFS: open opens its state and
 // driver; cut cuts the power under st and returns the state opened again.
-func powerCutRoot(t *testing.T) (open func() (*store.Store, *Driver), cut func(*store.Store) *store.Store) {
-	fs := newPowerCutFS(t)
+func powerCutRoot(t *testing.T, kind string) (open func() (*store.Store, *Driver), cut func(*store.Store) *store.Store) {
+	fs := newPowerCutFS(t, kind)
 	root := filepath.Join(fs.Dir, "root")
 	if err := os.Mkdir(root, 0o700); err != nil {
 		t.Fatal(err)
