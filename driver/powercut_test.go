@@ -112,15 +112,7 @@ func TestAnsweredChangesSurviveAPowerCut(t *testing.T) {
 func powerCutCases(t *testing.T, kind string) {
 	t.Run("Create", func(t *testing.T) {
 		st, d, cut := powerCutDriver(t, kind)
-		if err := d.Create(&volume.CreateRequest{Name: "new", Options: map[string]string{"mode": "0750"}}); err != nil {
-			t.Fatal(err)
-		}
-		path := mountpointOf(t, d, "new")
-		st = cut(st)
-		defer st.Close()
-		if _, err := st.Get("new"); err != nil {
-			t.Errorf("the created volume's record is lost: %v", err)
-		}
+		path := createThenCut(t, st, d, cut, &volume.CreateRequest{Name: "new", Options: map[string]string{"mode": "0750"}})
 		fi, err := os.Lstat(path)
 		if err != nil {
 			t.Fatalf("the created volume's directory is lost: %v", err)
@@ -131,15 +123,8 @@ func powerCutCases(t *testing.T, kind string) {
 	})
 	t.Run("image clone", func(t *testing.T) {
 		st, d, cut := powerCutDriver(t, kind, &volume.CreateRequest{Name: "src", Options: map[string]string{"backend": "image", "size": "16M"}})
-		if err := d.Create(&volume.CreateRequest{Name: "copy", Options: map[string]string{"backend": "image", "from": "src"}}); err != nil {
-			t.Fatal(err)
-		}
-		img := filepath.Join(filepath.Dir(mountpointOf(t, d, "copy")), "disk.img")
-		st = cut(st)
-		defer st.Close()
-		if _, err := st.Get("copy"); err != nil {
-			t.Errorf("the clone's record is lost: %v", err)
-		}
+		mnt := createThenCut(t, st, d, cut, &volume.CreateRequest{Name: "copy", Options: map[string]string{"backend": "image", "from": "src"}})
+		img := filepath.Join(filepath.Dir(mnt), "disk.img")
 		// The copy went through the page cache: without a sync the record
 		// would outlive the filesystem in it.
 		if out, err := tool.Run(context.Background(), "e2fsck", "-n", "-f", img); err != nil {
@@ -152,15 +137,7 @@ func powerCutCases(t *testing.T, kind string) {
 			t.Fatal(err)
 		}
 		syncFS(t, mountpointOf(t, d, "src"))
-		if err := d.Create(&volume.CreateRequest{Name: "copy", Options: map[string]string{"from": "src"}}); err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(mountpointOf(t, d, "copy"), "data")
-		st = cut(st)
-		defer st.Close()
-		if _, err := st.Get("copy"); err != nil {
-			t.Errorf("the clone's record is lost: %v", err)
-		}
+		path := filepath.Join(createThenCut(t, st, d, cut, &volume.CreateRequest{Name: "copy", Options: map[string]string{"from": "src"}}), "data")
 		if b, err := os.ReadFile(path); err != nil || string(b) != "kept" {
 			t.Errorf("the clone's data did not survive: %q, %v", b, err)
 		}
@@ -171,15 +148,7 @@ func powerCutCases(t *testing.T, kind string) {
 		// volume in them.
 		open, cut := powerCutRoot(t, kind)
 		st, d := open()
-		if err := d.Create(&volume.CreateRequest{Name: "first"}); err != nil {
-			t.Fatal(err)
-		}
-		path := mountpointOf(t, d, "first")
-		st = cut(st)
-		defer st.Close()
-		if _, err := st.Get("first"); err != nil {
-			t.Errorf("the first volume's record is lost: %v", err)
-		}
+		path := createThenCut(t, st, d, cut, &volume.CreateRequest{Name: "first"})
 		if _, err := os.Lstat(path); err != nil {
 			t.Errorf("the first volume's directory is lost: %v", err)
 		}
@@ -252,6 +221,22 @@ func powerCutRoot(t *testing.T, kind string) (open func() (*store.Store, *Driver
 		return st
 	}
 	return open, cut
+}
+
+// createThenCut creates req's volume, cuts the power and checks its record
+// is there; it returns the volume's mount point.
+func createThenCut(t *testing.T, st *store.Store, d *Driver, cut func(*store.Store) *store.Store, req *volume.CreateRequest) string {
+	t.Helper()
+	if err := d.Create(req); err != nil {
+		t.Fatal(err)
+	}
+	path := mountpointOf(t, d, req.Name)
+	st = cut(st)
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.Get(req.Name); err != nil {
+		t.Errorf("the record of %s is lost: %v", req.Name, err)
+	}
+	return path
 }
 
 func mountpointOf(t *testing.T, d *Driver, name string) string {
