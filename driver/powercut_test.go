@@ -153,6 +153,23 @@ func powerCutCases(t *testing.T, kind string) {
 			t.Errorf("the first volume's directory is lost: %v", err)
 		}
 	})
+	t.Run("tmpfs", func(t *testing.T) {
+		st, d, cut := powerCutDriver(t, kind)
+		// The memory is gone after a power cut; its mount point must not be.
+		path := createThenCut(t, st, d, cut, &volume.CreateRequest{Name: "scratch", Options: map[string]string{"backend": "tmpfs", "size": "1M"}})
+		if _, err := os.Lstat(path); err != nil {
+			t.Errorf("the tmpfs volume's mount point is lost: %v", err)
+		}
+	})
+	t.Run("bind", func(t *testing.T) {
+		st, d, cut := powerCutDriver(t, kind)
+		root := rootOf(d)
+		marker := filepath.Join(root, "bind", "adopt")
+		createThenCut(t, st, d, cut, &volume.CreateRequest{Name: "adopt", Options: map[string]string{"backend": "bind", "path": filepath.Join(filepath.Dir(root), "host", "adopted")}})
+		if _, err := os.Lstat(marker); err != nil {
+			t.Errorf("the adopted path's marker is lost: %v", err)
+		}
+	})
 	t.Run("Remove", func(t *testing.T) {
 		st, d, cut := powerCutDriver(t, kind, &volume.CreateRequest{Name: "old"})
 		path := mountpointOf(t, d, "old")
@@ -186,7 +203,7 @@ func powerCutDriver(t *testing.T, kind string, creates ...*volume.CreateRequest)
 		t.Fatal(err)
 	}
 	st, d = open()
-	syncFS(t, filepath.Dir(d.cfg.Backends["dir"].Mountpoint(&backend.Volume{Name: "x"})))
+	syncFS(t, rootOf(d))
 	return st, d, cut
 }
 
@@ -195,8 +212,11 @@ func powerCutDriver(t *testing.T, kind string, creates ...*volume.CreateRequest)
 func powerCutRoot(t *testing.T, kind string) (open func() (*store.Store, *Driver), cut func(*store.Store) *store.Store) {
 	fs := newPowerCutFS(t, kind)
 	root := filepath.Join(fs.Dir, "root")
-	if err := os.Mkdir(root, 0o700); err != nil {
-		t.Fatal(err)
+	host := filepath.Join(fs.Dir, "host")
+	for _, dir := range []string{root, host, filepath.Join(host, "adopted")} {
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
 	}
 	syncFS(t, fs.Dir)
 	open = func() (*store.Store, *Driver) {
@@ -204,7 +224,7 @@ func powerCutRoot(t *testing.T, kind string) (open func() (*store.Store, *Driver
 		if err != nil {
 			t.Fatal(err)
 		}
-		insts, err := backend.NewRegistry(all.Modules()...).Provision(root, []string{"dir", "image"}, nil, quietLog())
+		insts, err := backend.NewRegistry(all.Modules()...).Provision(root, []string{"dir", "image", "tmpfs", "bind"}, map[string]map[string]string{"bind": {"roots": host}}, quietLog())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,6 +257,11 @@ func createThenCut(t *testing.T, st *store.Store, d *Driver, cut func(*store.Sto
 		t.Errorf("the record of %s is lost: %v", req.Name, err)
 	}
 	return path
+}
+
+// rootOf is the root d's backends live under.
+func rootOf(d *Driver) string {
+	return filepath.Dir(filepath.Dir(d.cfg.Backends["dir"].Mountpoint(&backend.Volume{Name: "x"})))
 }
 
 func mountpointOf(t *testing.T, d *Driver, name string) string {
