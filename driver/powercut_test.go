@@ -97,12 +97,12 @@ func (f *powerCutFS) cut(release func()) {
 }
 
 // Whatever a Create or Remove answered survives a power cut: an answered
-// Create has its record and its directory with its mode, an answered
-// Remove has neither. Without the sync of the new directory (Create) or of
-// its parent after the rmdir (Remove), record and directory part ways.
-// Each runs alone on its own filesystem, ext4 and xfs: on ext4 one fsync
-// commits every change made before it, so a later sync would hide a
-// missing one.
+// Create (a directory with its mode, an image clone, a dir clone, a tmpfs
+// mount point, a bind marker) has its record and its storage, an answered
+// Remove has neither. Without its sync each case fails: record and storage
+// part ways. Each runs alone on its own filesystem, ext4 and xfs: on ext4
+// one fsync commits every change made before it, so a later sync would
+// hide a missing one.
 func TestAnsweredChangesSurviveAPowerCut(t *testing.T) {
 	for _, kind := range []string{"ext4", "xfs"} {
 		t.Run(kind, func(t *testing.T) { powerCutCases(t, kind) })
@@ -187,7 +187,7 @@ func powerCutCases(t *testing.T, kind string) {
 	})
 }
 
-// powerCutDriver is a driver with a dir and an image backend on a
+// powerCutDriver is a driver with dir, image, tmpfs and bind backends on a
 // powerCutFS, with the volumes asked for made and everything so far on
 // disk. cut cuts the power under st and returns the state file opened
 // again.
