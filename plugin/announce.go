@@ -41,14 +41,10 @@ type Announcer struct {
 	client *http.Client
 }
 
-// NewAnnouncer announces drivers to the engine at host, a DOCKER_HOST-style
-// unix:///path (the only transport a local plugin needs).
-func NewAnnouncer(host string, drivers []string, log logrus.FieldLogger) (*Announcer, error) {
-	path, err := DockerSocket(host)
-	if err != nil {
-		return nil, err
-	}
-	a := &Announcer{API: path, Drivers: drivers, Log: log, Retry: 2 * time.Second, Timeout: 2 * time.Minute}
+// NewAnnouncer announces drivers to the engine whose API socket is at api
+// (DockerSocket reads it from a DOCKER_HOST-style value).
+func NewAnnouncer(api string, drivers []string, log logrus.FieldLogger) *Announcer {
+	a := &Announcer{API: api, Drivers: drivers, Log: log, Retry: 2 * time.Second, Timeout: 2 * time.Minute}
 	a.client = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", a.API)
@@ -57,10 +53,11 @@ func NewAnnouncer(host string, drivers []string, log logrus.FieldLogger) (*Annou
 		MaxIdleConns:    1,
 		IdleConnTimeout: 30 * time.Second,
 	}}
-	return a, nil
+	return a
 }
 
-// DockerSocket is the path in a DOCKER_HOST-style unix:///path.
+// DockerSocket is the path in a DOCKER_HOST-style unix:///path (the only
+// transport a local plugin needs).
 func DockerSocket(host string) (string, error) {
 	path, ok := strings.CutPrefix(host, "unix://")
 	if !ok || !filepath.IsAbs(path) || filepath.Clean(path) != path {

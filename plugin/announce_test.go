@@ -63,10 +63,7 @@ func wantAnnounce(t *testing.T, got chan string, want string) {
 // and to no one while none runs.
 func TestAnnouncerTellsEachEngineThatStarts(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "docker.sock")
-	a, err := NewAnnouncer("unix://"+sock, []string{"stowage", "stowage-tls"}, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := NewAnnouncer(sock, []string{"stowage", "stowage-tls"}, quiet())
 	a.Retry = 20 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -95,10 +92,10 @@ func TestAnnouncerTellsEachEngineThatStarts(t *testing.T) {
 	}
 }
 
-func TestAnnouncerWantsAUnixSocketPath(t *testing.T) {
+func TestDockerSocketWantsAUnixSocketPath(t *testing.T) {
 	for _, h := range []string{"tcp://127.0.0.1:2375", "unix://docker.sock", "/var/run/docker.sock", "unix:///var/run/../run/docker.sock", ""} {
-		if _, err := NewAnnouncer(h, []string{"x"}, quiet()); err == nil {
-			t.Errorf("NewAnnouncer(%q) accepted it", h)
+		if _, err := DockerSocket(h); err == nil {
+			t.Errorf("DockerSocket(%q) accepted it", h)
 		}
 	}
 }
@@ -107,10 +104,7 @@ func TestAnnouncerWantsAUnixSocketPath(t *testing.T) {
 // for Timeout at most: it tries again, and announces once answers come.
 func TestAnnouncerOutlivesAnEngineThatNeverAnswers(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "docker.sock")
-	a, err := NewAnnouncer("unix://"+sock, []string{"stowage"}, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := NewAnnouncer(sock, []string{"stowage"}, quiet())
 	a.Retry, a.Timeout = 20*time.Millisecond, 100*time.Millisecond
 	var mu sync.Mutex
 	answer := false

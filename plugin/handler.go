@@ -54,6 +54,7 @@ func NewHandler(d volume.Driver, o HandlerOptions) http.Handler {
 	}
 	mux := http.NewServeMux()
 	h := &handler{log: o.Log, observe: o.Observer}
+	h.getBufs.New = func() interface{} { b := make([]byte, 0, 512); return &b }
 	mux.HandleFunc("/Plugin.Activate", func(w http.ResponseWriter, r *http.Request) {
 		if !h.post(w, r) {
 			return
@@ -79,7 +80,7 @@ func NewHandler(d volume.Driver, o HandlerOptions) http.Handler {
 	route("Path", func() interface{} { return &volume.PathRequest{} }, func(r interface{}) (interface{}, error) {
 		return d.Path(r.(*volume.PathRequest))
 	})
-	route("Get", func() interface{} { return &volume.GetRequest{} }, getCall(d))
+	route("Get", func() interface{} { return &volume.GetRequest{} }, h.getCall(d))
 	if lw, ok := d.(ListWriter); ok {
 		mux.HandleFunc("/VolumeDriver.List", func(w http.ResponseWriter, r *http.Request) { h.stream(w, r, "List", lw.WriteList) })
 	} else {
@@ -99,6 +100,9 @@ func NewHandler(d volume.Driver, o HandlerOptions) http.Handler {
 type handler struct {
 	log     logrus.FieldLogger
 	observe Observer
+	// getBufs hold Get's answers between the driver and the connection's
+	// writer, which copies them.
+	getBufs sync.Pool
 }
 
 // GetAppender is implemented by a driver that writes Get's answer itself:
@@ -108,23 +112,19 @@ type GetAppender interface {
 	AppendGet(dst []byte, req *volume.GetRequest) (b []byte, ok bool, err error)
 }
 
-// answer is a call's encoded answer, in a buffer of getBufs.
+// answer is a call's encoded answer, in a buffer of the handler's getBufs.
 type answer []byte
 
-// getBufs hold Get's answers between the driver and the connection's
-// writer, which copies them.
-var getBufs = sync.Pool{New: func() interface{} { b := make([]byte, 0, 512); return &b }}
-
-func getCall(d volume.Driver) func(interface{}) (interface{}, error) {
+func (h *handler) getCall(d volume.Driver) func(interface{}) (interface{}, error) {
 	ga, ok := d.(GetAppender)
 	if !ok {
 		return func(r interface{}) (interface{}, error) { return d.Get(r.(*volume.GetRequest)) }
 	}
 	return func(r interface{}) (interface{}, error) {
-		bp := getBufs.Get().(*[]byte)
+		bp := h.getBufs.Get().(*[]byte)
 		b, ok, err := ga.AppendGet((*bp)[:0], r.(*volume.GetRequest))
 		if err != nil || !ok {
-			getBufs.Put(bp)
+			h.getBufs.Put(bp)
 			if err != nil {
 				return nil, err
 			}
@@ -264,7 +264,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, op string, newRe
 		w.Header().Set("Content-Type", sdk.DefaultContentTypeV1_1)
 		w.Write(*a)
 		if cap(*a) <= 64<<10 {
-			getBufs.Put((*[]byte)(a))
+			h.getBufs.Put((*[]byte)(a))
 		}
 		return
 	}

@@ -99,8 +99,10 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		debug.SetGCPercent(25)
 	}
 	// A bad value stops the start before anything is touched.
+	var announceAPI string
 	if cfg.AnnounceTo != "" {
-		if _, err := plugin.DockerSocket(cfg.AnnounceTo); err != nil {
+		var err error
+		if announceAPI, err = plugin.DockerSocket(cfg.AnnounceTo); err != nil {
 			return fmt.Errorf("--announce-to: %w", err)
 		}
 	}
@@ -233,12 +235,8 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		}
 		defer stop()
 	}
-	if names := announcedDrivers(cfg, sock); cfg.AnnounceTo != "" && len(names) > 0 {
-		a, err := plugin.NewAnnouncer(cfg.AnnounceTo, names, log)
-		if err != nil {
-			srv.Shutdown(time.Second)
-			return fmt.Errorf("--announce-to: %w", err)
-		}
+	if names := announcedDrivers(cfg, sock); announceAPI != "" && len(names) > 0 {
+		a := plugin.NewAnnouncer(announceAPI, names, log)
 		ctx, cancel := context.WithCancel(context.Background())
 		announced := make(chan struct{})
 		go func() { a.Run(ctx); close(announced) }()

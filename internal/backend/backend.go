@@ -411,6 +411,12 @@ func (d *DirInventory) Known(vols []*Volume) {
 	}
 }
 
+// Problem adds a finding to the Result, for a backend that checks more
+// than its entries as Known goes.
+func (d *DirInventory) Problem(msg string) {
+	d.inv.Problems = append(d.inv.Problems, msg)
+}
+
 // Result adds the entries no Known volume named, sorted.
 func (d *DirInventory) Result() (Inventory, error) {
 	d.inv.Unrecorded = d.names.unmarked(d.inv.Unrecorded)

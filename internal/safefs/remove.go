@@ -89,7 +89,7 @@ func RemoveTree(dir string) error {
 // next Create of its name would be refused over it).
 func syncRemoved(parent int, dir string) error {
 	if err := unix.Fsync(parent); err != nil {
-		return fmt.Errorf("%s is removed, but syncing %s failed: %w", dir, filepath.Dir(dir), err)
+		return fmt.Errorf("%s is removed, but syncing %s: %w", dir, filepath.Dir(dir), err)
 	}
 	return nil
 }

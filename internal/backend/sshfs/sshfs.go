@@ -553,8 +553,7 @@ type sshfsInventory struct {
 	*backend.DirInventory
 	s *SSHFS
 	// types are the filesystem types mounted under the backend's directory.
-	types    map[string]string
-	problems []string
+	types map[string]string
 }
 
 func (r *sshfsInventory) Known(vols []*backend.Volume) {
@@ -563,17 +562,11 @@ func (r *sshfsInventory) Known(vols []*backend.Volume) {
 		t, mounted := r.types[r.s.path(v.Name)]
 		switch n := v.ActiveMounts(); {
 		case mounted && t != FSType:
-			r.problems = append(r.problems, fmt.Sprintf("volume %q: %s is mounted at its mount point, not sshfs; stowage leaves it alone", v.Name, t))
+			r.Problem(fmt.Sprintf("volume %q: %s is mounted at its mount point, not sshfs; stowage leaves it alone", v.Name, t))
 		case n > 0 && !mounted:
-			r.problems = append(r.problems, fmt.Sprintf("volume %q: its ledger holds %d mount(s) but its sshfs mount is gone (sshfs killed, or unmounted behind stowage's back); containers using it get I/O errors: restart them to mount it again", v.Name, n))
+			r.Problem(fmt.Sprintf("volume %q: its ledger holds %d mount(s) but its sshfs mount is gone (sshfs killed, or unmounted behind stowage's back); containers using it get I/O errors: restart them to mount it again", v.Name, n))
 		}
 	}
-}
-
-func (r *sshfsInventory) Result() (backend.Inventory, error) {
-	inv, err := r.DirInventory.Result()
-	inv.Problems = append(inv.Problems, r.problems...)
-	return inv, err
 }
 
 // Status says where the data is and that Remove keeps it. It reads only

@@ -145,24 +145,17 @@ func (t *Tmpfs) Inventory(context.Context) (backend.InventoryRun, error) {
 
 type tmpfsInventory struct {
 	*backend.DirInventory
-	t        *Tmpfs
-	snap     *mounttable.Snapshot
-	problems []string
+	t    *Tmpfs
+	snap *mounttable.Snapshot
 }
 
 func (r *tmpfsInventory) Known(vols []*backend.Volume) {
 	r.DirInventory.Known(vols)
 	for _, v := range vols {
 		if n := v.ActiveMounts(); n > 0 && !r.snap.IsMountPoint(r.t.path(v.Name)) {
-			r.problems = append(r.problems, fmt.Sprintf("volume %q: its ledger holds %d mount(s) but its tmpfs is not mounted here: after a reboot its data is gone; after a managed plugin restart the running containers keep their tmpfs until they stop, and new mounts are refused until then", v.Name, n))
+			r.Problem(fmt.Sprintf("volume %q: its ledger holds %d mount(s) but its tmpfs is not mounted here: after a reboot its data is gone; after a managed plugin restart the running containers keep their tmpfs until they stop, and new mounts are refused until then", v.Name, n))
 		}
 	}
-}
-
-func (r *tmpfsInventory) Result() (backend.Inventory, error) {
-	inv, err := r.DirInventory.Result()
-	inv.Problems = append(inv.Problems, r.problems...)
-	return inv, err
 }
 
 // Usage is statfs of the mounted tmpfs; unmounted it holds nothing.
