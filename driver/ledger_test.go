@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
@@ -624,5 +626,32 @@ func TestRemoveBringsDownStorageTheLedgerDoesNotHold(t *testing.T) {
 	}
 	if f.isUp("v") || f.removes != 1 {
 		t.Fatalf("storage up=%v, removes=%d", f.isUp("v"), f.removes)
+	}
+}
+
+// Issue 12: a Mount and an Unmount are one durable commit each (a Create
+// and a Remove two: the intent, then the outcome), and a Get none.
+func TestDurableCommitsPerCall(t *testing.T) {
+	d, _, st := fixture(t)
+	var commits atomic.Int64
+	st.CommitObserver = func(time.Duration) { commits.Add(1) }
+	for _, c := range []struct {
+		call string
+		want int64
+		do   func() error
+	}{
+		{"Create", 2, func() error { return d.Create(&volume.CreateRequest{Name: "v"}) }},
+		{"Get", 0, func() error { _, err := d.Get(&volume.GetRequest{Name: "v"}); return err }},
+		{"Mount", 1, func() error { _, err := d.Mount(&volume.MountRequest{Name: "v", ID: mountID(1)}); return err }},
+		{"Unmount", 1, func() error { return d.Unmount(&volume.UnmountRequest{Name: "v", ID: mountID(1)}) }},
+		{"Remove", 2, func() error { return d.Remove(&volume.RemoveRequest{Name: "v"}) }},
+	} {
+		before := commits.Load()
+		if err := c.do(); err != nil {
+			t.Fatalf("%s: %v", c.call, err)
+		}
+		if got := commits.Load() - before; got != c.want {
+			t.Errorf("%s made %d durable commits, want %d", c.call, got, c.want)
+		}
 	}
 }
