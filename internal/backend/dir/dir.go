@@ -42,7 +42,7 @@ func newDir(env backend.Env) (backend.Backend, error) {
 	if log == nil {
 		log = logrus.New()
 	}
-	return &Dir{dir: env.Dir, btrfs: isBtrfs, log: log}, nil
+	return &Dir{dir: env.Dir, btrfs: isBtrfs, log: log, parent: safefs.NewSharedSync(env.Dir)}, nil
 }
 
 // Dir is the provisioned backend.
@@ -52,6 +52,9 @@ type Dir struct {
 	// snapshots.
 	btrfs bool
 	log   logrus.FieldLogger
+	// parent shares the fsync of the volumes' directory among concurrent
+	// Creates: one sync after many mkdirs makes all their entries durable.
+	parent *safefs.SharedSync
 }
 
 var (
@@ -94,7 +97,7 @@ func (d *Dir) Create(ctx context.Context, vol *backend.Volume, opts backend.Opti
 	// directory must be there too, with its owner and mode. The state
 	// file's own fdatasync does not carry the mkdir (an overwrite of its
 	// pages commits no ext4 journal).
-	return safefs.SyncNew(p)
+	return d.parent.SyncNewIn(p)
 }
 
 // Occupied refuses what makeEmpty would refuse: anything at the volume's
