@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -180,6 +181,16 @@ type Results struct {
 	DockerN  int               `json:"docker_at_n"`
 	Fsync    Dist              `json:"fdatasync_4k"`
 	PeerName string            `json:"peer_name"`
+	// Journaled: the throughput pair on a journaled ext4 (this VM's root
+	// has none; a Docker host's /var/lib/docker usually has one).
+	Journaled *Throughput `json:"journaled_ext4,omitempty"`
+}
+
+// Throughput is Creates per second by one caller and by 64 at once.
+type Throughput struct {
+	Seq  float64 `json:"seq_creates_per_s"`
+	Conc float64 `json:"conc64_creates_per_s"`
+	At   int     `json:"existing_volumes"`
 }
 
 // proc is one plugin process on a socket.
@@ -417,9 +428,12 @@ func populate(t *testing.T, p *proc, from, to int) {
 	}
 }
 
-// creates times n Creates by `workers` callers at once, then removes them
-// (untimed); it returns Creates per second.
-func creates(t *testing.T, p *proc, prefix string, n, workers int) float64 {
+// creates times n Creates by `workers` callers at once; it returns Creates
+// per second and a func that removes them (untimed). The caller removes
+// after both throughput runs: on ext4 without a journal (this VM's root),
+// mkdir's inode allocator steps over every inode freed in the last minutes,
+// so a run right after another's removals would pay for them.
+func creates(t *testing.T, p *proc, prefix string, n, workers int) (float64, func()) {
 	c := p.c
 	names := make([]string, n)
 	for i := range names {
@@ -461,8 +475,16 @@ func creates(t *testing.T, p *proc, prefix string, n, workers int) float64 {
 		return float64(n) / time.Since(began).Seconds()
 	}
 	rate := run("Create", true)
-	run("Remove", false)
-	return rate
+	return rate, func() { run("Remove", false) }
+}
+
+// throughput is one caller's Creates, then 64 callers', removed after both.
+func throughput(t *testing.T, p *proc, tag string, seqN, concN int) (seq, conc float64) {
+	seq, rmSeq := creates(t, p, "seq-"+tag, seqN, 1)
+	conc, rmConc := creates(t, p, "conc-"+tag, concN, 64)
+	rmSeq()
+	rmConc()
+	return seq, conc
 }
 
 // side measures one driver at N. The caller interleaves the drivers' calls
@@ -607,13 +629,11 @@ func measureLevel(t *testing.T, cfg config, n int, sto, flo, peer *proc, root st
 	}
 	// Throughput: one caller, then 64 at once.
 	seqN, concN := cfg.samples(300), cfg.samples(1280)
-	lvl.Stowage.SeqCreates = creates(t, sto, fmt.Sprintf("seq-%d", n), seqN, 1)
-	lvl.Stowage.ConcCreates = creates(t, sto, fmt.Sprintf("conc-%d", n), concN, 64)
-	lvl.Floor.SeqCreates = creates(t, flo, fmt.Sprintf("seq-%d", n), seqN, 1)
-	lvl.Floor.ConcCreates = creates(t, flo, fmt.Sprintf("conc-%d", n), concN, 64)
+	tag := fmt.Sprint(n)
+	lvl.Stowage.SeqCreates, lvl.Stowage.ConcCreates = throughput(t, sto, tag, seqN, concN)
+	lvl.Floor.SeqCreates, lvl.Floor.ConcCreates = throughput(t, flo, tag, seqN, concN)
 	if peer != nil && runs[2].failed == nil {
-		lvl.Peer.SeqCreates = creates(t, peer, fmt.Sprintf("seq-%d", n), max(seqN/peerEvery, 20), 1)
-		lvl.Peer.ConcCreates = creates(t, peer, fmt.Sprintf("conc-%d", n), max(concN/peerEvery, 64), 64)
+		lvl.Peer.SeqCreates, lvl.Peer.ConcCreates = throughput(t, peer, tag, max(seqN/peerEvery, 20), max(concN/peerEvery, 64))
 	}
 
 	// One Create held busy for 5 s by the slow backend; meanwhile Get other
@@ -648,6 +668,31 @@ loop:
 		t.Fatalf("the slow Create took %.2fs: the slow backend did not hold it", lvl.BusyCreateS)
 	}
 	call(t, sto.c, "Remove", &volume.RemoveRequest{Name: busy}, nil)
+}
+
+// journaled measures the throughput pair on a journaled ext4: a second
+// stowage whose root is an image volume of the first (ext4 as the image
+// backend formats it, loop-mounted), so nothing but stowage sets it up.
+func journaled(t *testing.T, cfg config, sto *proc) *Throughput {
+	const vol = "bench-ext4"
+	call(t, sto.c, "Create", &volume.CreateRequest{Name: vol, Options: map[string]string{"backend": "image", "size": "1G"}}, nil)
+	id := strings.Repeat("e", 64)
+	var mr volume.MountResponse
+	call(t, sto.c, "Mount", &volume.MountRequest{Name: vol, ID: id}, &mr)
+	name := daemon.RandomName("stwj")
+	j := &proc{name: name, sock: "/run/docker/plugins/" + name + ".sock", bin: cfg.bin,
+		args:    []string{"serve", "--root", mr.Mountpoint, "--socket", name, "--announce-to", ""},
+		logPath: filepath.Join(cfg.out, "stowage-ext4.log")}
+	os.Remove(j.logPath)
+	startProc(t, j)
+	at := min(10000, slices.Max(cfg.ns))
+	populate(t, j, 0, at)
+	seq, conc := throughput(t, j, "ext4", cfg.samples(300), cfg.samples(1280))
+	j.stop(t)
+	call(t, sto.c, "Unmount", &volume.UnmountRequest{Name: vol, ID: id}, nil)
+	call(t, sto.c, "Remove", &volume.RemoveRequest{Name: vol}, nil)
+	t.Logf("journaled ext4, N=%d: %.0f creates/s by one caller, %.0f by 64", at, seq, conc)
+	return &Throughput{Seq: seq, Conc: conc, At: at}
 }
 
 // dockerPairs times create+rm pairs through the engine's API, one pair per
@@ -873,6 +918,7 @@ func TestBench(t *testing.T) {
 			e.Stop(t)
 		}
 	}
+	res.Journaled = journaled(t, cfg, sto)
 	res.Seconds = time.Since(began).Seconds()
 	res.LoadTo = loadavg()
 
