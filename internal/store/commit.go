@@ -235,9 +235,12 @@ func (s *Store) flush(members []member, buf []byte, entries uint64) error {
 		s.tail += int64(len(buf))
 		s.next += entries
 		s.jtail.Store(s.tail)
+		s.lastWrite.Store(start.UnixNano())
 	}
 	s.applyMembers(members)
-	if len(buf) > 0 {
+	// Waking the checkpointer costs a thread wake-up per commit; an armed
+	// one reads lastWrite when its timer fires.
+	if len(buf) > 0 && (!s.armed.Load() || s.tail >= JournalSize/2) {
 		select {
 		case s.kick <- struct{}{}:
 		default:
@@ -405,16 +408,26 @@ func (s *Store) checkpointer() {
 			return
 		case <-s.kick:
 			if s.jtail.Load() < JournalSize/2 {
-				idle.Reset(checkpointIdle)
-				waiting = true
+				if !waiting {
+					idle.Reset(checkpointIdle)
+					waiting = true
+					s.armed.Store(true)
+				}
 				continue
 			}
 		case <-idle.C:
 			if !waiting {
 				continue
 			}
+			// Writes since the timer was set did not kick: wait until
+			// the last of them is checkpointIdle old.
+			if quiet := time.Since(time.Unix(0, s.lastWrite.Load())); quiet < checkpointIdle {
+				idle.Reset(checkpointIdle - quiet)
+				continue
+			}
 		}
 		waiting = false
+		s.armed.Store(false)
 		idle.Stop()
 		s.lockLeader()
 		if s.tail > 0 && s.writable() == nil {

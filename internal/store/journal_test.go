@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -433,5 +434,39 @@ func setSchemaTo(t *testing.T, p, version string) {
 	defer db.Close()
 	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte(version)) }); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The checkpointer folds the journal once writes pause for checkpointIdle,
+// also when the writes after the first did not wake it (it reads when the
+// last one was), and not while they go on.
+func TestJournalIsFoldedOnceWritesPause(t *testing.T) {
+	s := mustOpen(t, tempPath(t))
+	defer s.Close()
+	var reuses atomic.Int64
+	s.syncObserver = func(what string) {
+		if what == "reuse" {
+			reuses.Add(1)
+		}
+	}
+	stream := time.Now()
+	for i := 0; time.Since(stream) < 2*checkpointIdle; i++ {
+		if err := s.Create(&Volume{Name: fmt.Sprintf("v%04d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(checkpointIdle / 25)
+	}
+	if n := reuses.Load(); n != 0 {
+		t.Errorf("%d checkpoints while writes went on every %v, want none before they pause %v", n, checkpointIdle/25, checkpointIdle)
+	}
+	last := time.Now()
+	for s.jtail.Load() != 0 {
+		if time.Since(last) > 10*checkpointIdle {
+			t.Fatalf("the journal (%d bytes) was not folded %v after the last write", s.jtail.Load(), time.Since(last))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if waited := time.Since(last); waited < checkpointIdle*9/10 {
+		t.Errorf("folded %v after the last write, before the journal was idle %v", waited, checkpointIdle)
 	}
 }

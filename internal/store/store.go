@@ -137,6 +137,11 @@ type Store struct {
 	closed   bool
 	// jtail is tail, for the checkpointer to read without the lead.
 	jtail atomic.Int64
+	// lastWrite is when the journal was last written (UnixNano); armed:
+	// the checkpointer's idle timer is set and will look at lastWrite, so
+	// a write need not wake it.
+	lastWrite atomic.Int64
+	armed     atomic.Bool
 
 	kick    chan struct{}
 	stop    chan struct{}
