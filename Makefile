@@ -11,7 +11,7 @@ ROOT    ?= /var/lib/stowage
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /e2e -e /internal/storm)
 
 # Fuzz targets (package:Target); `make fuzz` runs each for FUZZTIME.
-FUZZ_TARGETS = ./plugin:FuzzHandler ./plugin:FuzzGetRequestDecodesAsJSONDecoder ./driver:FuzzValidateName ./driver:FuzzValidateMountID \
+FUZZ_TARGETS = ./plugin:FuzzHandler ./plugin:FuzzPlainRequestsDecodeAsJSONDecoder ./driver:FuzzValidateName ./driver:FuzzValidateMountID \
                ./internal/backend:FuzzParseSize ./internal/backend:FuzzParseOptions \
                ./internal/backend/sshfs:FuzzParseRemote
 FUZZTIME ?= 4s

@@ -34,23 +34,63 @@ func appendGetResponse(b []byte, r *volume.GetResponse) ([]byte, bool) {
 	return append(b, "}}\n"...), true
 }
 
-// plainName reads body when it is exactly {"Name":"NAME"} (and the newline
-// json.Encoder ends it with), NAME printable ASCII without escapes: what
-// dockerd sends for Get. Such a name decodes to its own bytes; anything
-// else is for encoding/json.
-func plainName(body []byte) (string, bool) {
-	const pre, post = `{"Name":"`, `"}`
+// The plain forms' keys: {"Name":…} (Get, Remove, Path) and
+// {"Name":…,"ID":…} (Mount, Unmount), in the order dockerd writes them.
+var (
+	nameKey    = []string{"Name"}
+	nameIDKeys = []string{"Name", "ID"}
+)
+
+// plainFields reads body when it is exactly one JSON object of the string
+// fields keys, in that order, each value printable ASCII without escapes,
+// and a newline at most after it: what dockerd's json.Encoder writes. Such
+// values decode to their own bytes, so vals get what encoding/json would
+// give them; anything else leaves vals alone and is for encoding/json.
+func plainFields(body []byte, keys []string, vals ...*string) bool {
 	if len(body) > 0 && body[len(body)-1] == '\n' {
 		body = body[:len(body)-1]
 	}
-	if len(body) < len(pre)+len(post) || string(body[:len(pre)]) != pre || string(body[len(body)-len(post):]) != post {
-		return "", false
+	if len(body) < 2 || body[0] != '{' || body[len(body)-1] != '}' {
+		return false
 	}
-	name := body[len(pre) : len(body)-len(post)]
-	for _, c := range name {
-		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
-			return "", false
+	body = body[1 : len(body)-1]
+	var got [2]string
+	if len(keys) > len(got) || len(vals) != len(keys) {
+		return false
+	}
+	for i, k := range keys {
+		if i > 0 {
+			if len(body) == 0 || body[0] != ',' {
+				return false
+			}
+			body = body[1:]
 		}
+		// "KEY":"VALUE"
+		if len(body) < len(k)+4 || body[0] != '"' || string(body[1:1+len(k)]) != k || string(body[1+len(k):4+len(k)]) != `":"` {
+			return false
+		}
+		body = body[4+len(k):]
+		end := -1
+		for j, c := range body {
+			if c == '"' {
+				end = j
+				break
+			}
+			if c < 0x20 || c >= 0x7f || c == '\\' {
+				return false
+			}
+		}
+		if end < 0 {
+			return false
+		}
+		got[i] = string(body[:end])
+		body = body[end+1:]
 	}
-	return string(name), true
+	if len(body) != 0 {
+		return false
+	}
+	for i, v := range vals {
+		*v = got[i]
+	}
+	return true
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -79,25 +80,57 @@ func randString(r *rand.Rand) string {
 	return string(b)
 }
 
-// Get's request is what dockerd sends, or anything else: the fast read
-// takes exactly what json.Decoder takes, and refuses what it refuses.
-func FuzzGetRequestDecodesAsJSONDecoder(f *testing.F) {
+// The requests with a plain form (Get, Remove, Path: a name; Mount,
+// Unmount: a name and an ID) are what dockerd sends, or anything else: the
+// fast read takes exactly what json.Decoder takes, and refuses what it
+// refuses.
+func FuzzPlainRequestsDecodeAsJSONDecoder(f *testing.F) {
+	id := strings.Repeat("0a", 32)
 	for _, s := range []string{
 		`{"Name":"v0001234"}`, `{"Name":"v"}` + "\n", `{"Name":""}`, `{"name":"v"}`, `{"Name":"a\"b"}`,
 		`{"Name":"a\\u0041"}`, `{"Name":"é"}`, `{"Name":"v"}x`, `{"Name":"v"} {"Name":"w"}`, `{"Name":"v","Name":"w"}`,
 		`{"Name":"a","x":"b"}`, `{"Name":5}`, `{"Name":"v"`, `{"Name":"` + "\x7f\x01" + `"}`, ``, `null`, ` {"Name":"v"}`,
+		`{"Name":"v","ID":"` + id + `"}` + "\n", `{"Name":"v","ID":""}`, `{"ID":"x","Name":"v"}`, `{"Name":"v","ID":"x","ID":"y"}`,
+		`{"Name":"v","ID":"a\\"}`, `{"Name":"v",  "ID":"x"}`, `{"Name":"v","ID":"x"`, `{"Name":"v","Id":"x"}`, `{"Name":"v","ID":7}`,
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
-		var want volume.GetRequest
-		werr := json.NewDecoder(strings.NewReader(body)).Decode(&want)
-		var got volume.GetRequest
-		gerr := decodeRequest(strings.NewReader(body), int64(len(body)), &got)
-		if got != want || (werr == nil) != (gerr == nil) || werr != nil && werr.Error() != gerr.Error() {
-			t.Fatalf("%q: decoded %+v (%v), json.Decoder %+v (%v)", body, got, gerr, want, werr)
+		for _, pair := range [][2]interface{}{
+			{&volume.GetRequest{}, &volume.GetRequest{}},
+			{&volume.RemoveRequest{}, &volume.RemoveRequest{}},
+			{&volume.PathRequest{}, &volume.PathRequest{}},
+			{&volume.MountRequest{}, &volume.MountRequest{}},
+			{&volume.UnmountRequest{}, &volume.UnmountRequest{}},
+		} {
+			want, got := pair[0], pair[1]
+			werr := json.NewDecoder(strings.NewReader(body)).Decode(want)
+			gerr := decodeRequest(strings.NewReader(body), int64(len(body)), got)
+			if !reflect.DeepEqual(got, want) || (werr == nil) != (gerr == nil) || werr != nil && werr.Error() != gerr.Error() {
+				t.Fatalf("%q: decoded %+v (%v), json.Decoder %+v (%v)", body, got, gerr, want, werr)
+			}
 		}
 	})
+}
+
+// dockerd's own bodies take the fast read.
+func TestDockerdBodiesArePlain(t *testing.T) {
+	id := strings.Repeat("0a", 32)
+	for _, c := range []struct {
+		req  interface{}
+		want interface{}
+	}{
+		{&volume.GetRequest{Name: "v1"}, &volume.GetRequest{}},
+		{&volume.RemoveRequest{Name: "v1"}, &volume.RemoveRequest{}},
+		{&volume.PathRequest{Name: "v1"}, &volume.PathRequest{}},
+		{&volume.MountRequest{Name: "v1", ID: id}, &volume.MountRequest{}},
+		{&volume.UnmountRequest{Name: "v1", ID: id}, &volume.UnmountRequest{}},
+	} {
+		body := encodingJSON(t, c.req) // as dockerd's plugin client writes it
+		if !decodePlain(body, c.want) || !reflect.DeepEqual(c.want, c.req) {
+			t.Errorf("%s: read as %+v by the fast read, want %+v", body, c.want, c.req)
+		}
+	}
 }
 
 // The real driver answers Get through AppendGet.

@@ -252,8 +252,11 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, op string, newRe
 			return
 		}
 	}
-	io.Copy(io.Discard, body)
 	res, cerr := call(req)
+	// Drained after the call: reaching the body's end starts net/http's
+	// background read of the connection, a goroutine that would otherwise
+	// be scheduled while the call waits on the disk.
+	io.Copy(io.Discard, body)
 	if cerr != nil {
 		err = cerr
 		status = http.StatusInternalServerError
@@ -278,23 +281,39 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, op string, newRe
 	writeJSON(w, http.StatusOK, res)
 }
 
-// decodeRequest decodes body, of length bytes (-1: unknown), into req. A
-// Get's body, the hottest call's, is read whole and taken by plainName when
-// it is what dockerd sends; anything else goes to json.Decoder, which then
-// reads the same bytes.
+// decodeRequest decodes body, of length bytes (-1: unknown), into req. The
+// bodies dockerd sends for Get, Remove, Path, Mount and Unmount are read
+// whole and taken by decodePlain when they are exactly what dockerd sends;
+// anything else goes to json.Decoder, which then reads the same bytes.
 func decodeRequest(body io.Reader, length int64, req interface{}) error {
-	if g, ok := req.(*volume.GetRequest); ok && length > 0 && length <= 256 {
+	if length > 0 && length <= 512 && decodePlain(nil, req) {
 		buf := make([]byte, length)
 		n, err := io.ReadFull(body, buf)
-		if err == nil {
-			if name, ok := plainName(buf); ok {
-				g.Name = name
-				return nil
-			}
+		if err == nil && decodePlain(buf, req) {
+			return nil
 		}
 		body = io.MultiReader(bytes.NewReader(buf[:n]), body)
 	}
 	return json.NewDecoder(body).Decode(req)
+}
+
+// decodePlain fills req from body if body is in the plain form dockerd
+// sends for req's call (see plainFields). With a nil body it only tells
+// whether req's call has such a form.
+func decodePlain(body []byte, req interface{}) bool {
+	switch r := req.(type) {
+	case *volume.GetRequest:
+		return body == nil || plainFields(body, nameKey, &r.Name)
+	case *volume.RemoveRequest:
+		return body == nil || plainFields(body, nameKey, &r.Name)
+	case *volume.PathRequest:
+		return body == nil || plainFields(body, nameKey, &r.Name)
+	case *volume.MountRequest:
+		return body == nil || plainFields(body, nameIDKeys, &r.Name, &r.ID)
+	case *volume.UnmountRequest:
+		return body == nil || plainFields(body, nameIDKeys, &r.Name, &r.ID)
+	}
+	return false
 }
 
 func addFields(f logrus.Fields, req interface{}) {
