@@ -56,6 +56,12 @@ func StringMap(b []byte, m map[string]string) []byte {
 	return b
 }
 
+// Map appends m as encoding/json does (keys sorted, null when nil), each
+// value by value; ok is false if value fails.
+func Map[V any](b []byte, m map[string]V, value func([]byte, V) ([]byte, bool)) ([]byte, bool) {
+	return appendMap(b, m, value)
+}
+
 func appendMap[V any](b []byte, m map[string]V, value func([]byte, V) ([]byte, bool)) ([]byte, bool) {
 	if m == nil {
 		return append(b, "null"...), true

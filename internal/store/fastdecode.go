@@ -32,6 +32,11 @@ func fastDecode(v []byte) (vol *Volume, ok bool) {
 		return nil, false
 	}
 	out.CreatedAt = t
+	if p.lit(`,"mounts":`) {
+		if out.Mounts, ok = p.mounts(); !ok {
+			return nil, false
+		}
+	}
 	if p.lit(`,"private":`) {
 		if out.Private, ok = p.strMap(); !ok {
 			return nil, false
@@ -86,6 +91,53 @@ func (p *parser) raw() ([]byte, bool) {
 		}
 	}
 	return nil, false
+}
+
+// mounts reads a non-empty mount ledger, IDs unique and ascending as
+// encoding/json writes them, each entry {"count":N,"boot":"B","since":"T"}
+// with N a plain non-negative integer and T as time.Time writes itself.
+func (p *parser) mounts() (map[string]Mount, bool) {
+	if !p.lit("{") {
+		return nil, false
+	}
+	m := map[string]Mount{}
+	prev := ""
+	for {
+		var id string
+		var e Mount
+		if !p.str(&id) || !p.lit(`:{"count":`) || !p.count(&e.Count) || !p.lit(`,"boot":`) || !p.str(&e.Boot) || !p.lit(`,"since":`) {
+			return nil, false
+		}
+		start := p.i
+		if !p.skipStr() || e.Since.UnmarshalJSON(p.b[start:p.i]) != nil || !p.lit("}") {
+			return nil, false
+		}
+		if len(m) > 0 && id <= prev {
+			return nil, false
+		}
+		m[id], prev = e, id
+		if p.lit("}") {
+			return m, true
+		}
+		if !p.lit(",") {
+			return nil, false
+		}
+	}
+}
+
+// count reads 0 or a positive decimal without a leading zero, of at most
+// nine digits: what encoding/json writes for a mount count.
+func (p *parser) count(dst *int) bool {
+	n, j := 0, p.i
+	for ; j < len(p.b) && j-p.i < 9 && p.b[j] >= '0' && p.b[j] <= '9'; j++ {
+		n = n*10 + int(p.b[j]-'0')
+	}
+	digits := j - p.i
+	if digits == 0 || (digits > 1 && p.b[p.i] == '0') || (j < len(p.b) && p.b[j] >= '0' && p.b[j] <= '9') {
+		return false
+	}
+	*dst, p.i = n, j
+	return true
 }
 
 // strMap reads a non-empty object of plain strings, keys unique and in

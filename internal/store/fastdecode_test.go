@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-func sampleRecords(t testing.TB) [][]byte {
-	vols := []*Volume{
+func sampleVolumes() []*Volume {
+	return []*Volume{
 		{Name: "v1", Backend: "dir", Options: map[string]string{"mode": "0755"}, CreatedAt: time.Date(2026, 11, 21, 11, 41, 45, 0, time.UTC)},
 		{Name: "v2", Backend: "dir", CreatedAt: time.Unix(1e9, 0).UTC()},
 		{Name: "zero", Backend: "dir"},
@@ -19,10 +19,18 @@ func sampleRecords(t testing.TB) [][]byte {
 		{Name: "esc<&>\"", Backend: "dir", Options: map[string]string{"path": "/a\\b"}},
 		{Name: "unicode-é", Backend: "dir"},
 		{Name: "m", Backend: "dir", Mounts: map[string]Mount{"abc": {Count: 2, Boot: "b", Since: time.Unix(9, 0).UTC()}}},
+		{Name: "m2", Backend: "dir", CreatedAt: time.Unix(5, 0).UTC(), Options: map[string]string{"mode": "0755"}, Mounts: map[string]Mount{
+			"0a1b": {Count: 1, Boot: "5c0ad7e2-8d2b-4f55-a5a4-0d5e3e1f2a3b", Since: time.Unix(1e9, 123456789).UTC()},
+			"ffff": {Count: 10, Boot: "b", Since: time.Unix(1e9, 0).UTC()},
+			"zero": {Count: 0, Boot: "", Since: time.Unix(7, 1000).In(time.FixedZone("Y", -7200))},
+		}, Private: map[string]string{"k": "v"}},
 		{Name: "", Backend: "", Options: map[string]string{"": ""}},
 	}
+}
+
+func sampleRecords(t testing.TB) [][]byte {
 	var out [][]byte
-	for _, v := range vols {
+	for _, v := range sampleVolumes() {
 		b, err := json.Marshal(v)
 		if err != nil {
 			t.Fatal(err)
@@ -36,6 +44,13 @@ func sampleRecords(t testing.TB) [][]byte {
 		[]byte(`{"name":"v","backend":"dir","created_at":"2026-13-21T11:41:45Z"}`),
 		[]byte(`{"name":"v","backend":"dir","created_at":"2026-11-21T11:41:45Z"} `),
 		[]byte(`{"name":"v","backend":"dir","created_at":"2026-11-21T11:41:45Z"`),
+		[]byte(`{"name":"v","backend":"dir","created_at":"2026-11-21T11:41:45Z","mounts":{"a":{"count":01,"boot":"b","since":"2026-11-21T11:41:45Z"}}}`),
+		[]byte(`{"name":"v","backend":"dir","created_at":"2026-11-21T11:41:45Z","mounts":{"b":{"count":1,"boot":"b","since":"2026-11-21T11:41:45Z"},"a":{"count":1,"boot":"b","since":"2026-11-21T11:41:45Z"}}}`),
+		[]byte(`{"name":"v","backend":"dir","created_at":"2026-11-21T11:41:45Z","mounts":{"a":{"count":-1,"boot":"b","since":"2026-11-21T11:41:45Z"}}}`),
+		[]byte(`{"name":"v","backend":"dir","created_at":"2026-11-21T11:41:45Z","mounts":{"a":{"count":1234567890,"boot":"b","since":"2026-11-21T11:41:45Z"}}}`),
+		[]byte(`{"name":"v","backend":"dir","created_at":"2026-11-21T11:41:45Z","mounts":{"a":{"count":1,"boot":"b","since":"2026-11-21T11:41:45.5+01:00"}}}`),
+		[]byte(`{"name":"v","backend":"dir","created_at":"2026-11-21T11:41:45Z","mounts":{"a":{"count":1,"boot":"b","since":"2026-11-21 11:41:45"}}}`),
+		[]byte(`{"name":"v","backend":"dir","created_at":"2026-11-21T11:41:45Z","mounts":{}}`),
 	)
 }
 
@@ -70,7 +85,7 @@ func TestFastDecodeAgreesWithEncodingJSON(t *testing.T) {
 		}
 	}
 	// The common shapes must take the fast path, or List is slow again.
-	for _, i := range []int{0, 1, 2, 3, 4} {
+	for _, i := range []int{0, 1, 2, 3, 4, 9, 10} {
 		if _, ok := fastDecode(sampleRecords(t)[i]); !ok {
 			t.Errorf("record %s should take the fast path", sampleRecords(t)[i])
 		}

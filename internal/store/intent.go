@@ -62,7 +62,7 @@ func (s *Store) BeginCreate(vol *Volume, undo bool, at time.Time) error {
 
 // FinishCreate commits vol's record and ends its intent, in one change.
 func (s *Store) FinishCreate(vol *Volume) error {
-	data, err := json.Marshal(vol)
+	data, err := encode(vol)
 	if err != nil {
 		return err
 	}

@@ -620,7 +620,7 @@ func (s *Store) entryFor(vol *Volume, data []byte) entry {
 
 // Create stores a new record; ErrExists if the name is taken.
 func (s *Store) Create(vol *Volume) error {
-	data, err := json.Marshal(vol)
+	data, err := encode(vol)
 	if err != nil {
 		return err
 	}
@@ -652,7 +652,7 @@ func (s *Store) Update(name string, fn func(vol *Volume) error) (*Volume, error)
 		if vol.Name != name {
 			return fmt.Errorf("store: update of %q may not rename it", name)
 		}
-		data, err := json.Marshal(vol)
+		data, err := encode(vol)
 		if err != nil {
 			return err
 		}
