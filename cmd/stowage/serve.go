@@ -87,16 +87,12 @@ func defaultBackends(reg *backend.Registry, cfg *config.Serve) []string {
 
 func serve(cfg *config.Serve, log *logrus.Logger) error {
 	start := time.Now()
-	// Most of the heap is the store's index: pointer-free bytes, cheap for
-	// the collector to keep. Go's default (GOGC=100) lets garbage grow to
-	// the index's size again before collecting, doubling the daemon's
-	// memory at 100 000 volumes; 25 bounds it at a quarter, for a
-	// collection every few thousand requests. From the start: the start-up
-	// passes over every record are the daemon's peak (~75 MiB at 100 000
-	// volumes with 100, ~53 with 25, for ~0.15 s more start). GOGC in the
-	// environment wins.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(25)
+	// Start-up's passes over every record are the daemon's peak (~75 MiB
+	// at 100 000 volumes with GOGC=100, ~53 with 25, for ~0.15 s more
+	// start): the base setting from the start, the headroom once serving
+	// (gc.go).
+	if gcTuned() {
+		debug.SetGCPercent(baseGCPercent)
 	}
 	// A bad value stops the start before anything is touched.
 	var announceAPI string
@@ -249,6 +245,12 @@ func serve(cfg *config.Serve, log *logrus.Logger) error {
 		log.WithError(err).Warn("telling systemd we are ready")
 	}
 	log.WithFields(logrus.Fields{"socket": sock, "activated": activated, "root": root, "version": version, "ready_in": time.Since(start)}).Info("stowage is serving")
+
+	if gcTuned() {
+		stopGC, gcDone := make(chan struct{}), make(chan struct{})
+		go func() { keepGCHeadroom(stopGC); close(gcDone) }()
+		defer func() { close(stopGC); <-gcDone }()
+	}
 
 	stopRecovery, recoveryDone := make(chan struct{}), make(chan struct{})
 	go func() { drv.RecoverEvery(recoveryInterval, stopRecovery); close(recoveryDone) }()

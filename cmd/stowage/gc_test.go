@@ -1,0 +1,24 @@
+package main
+
+import "testing"
+
+func TestGCPercentKeepsAQuarterOrTheMinimumHeadroom(t *testing.T) {
+	for _, c := range []struct {
+		live uint64
+		want int
+	}{
+		{0, maxGCPercent},
+		{1 << 20, maxGCPercent},   // 4 MiB would be 400 %: capped
+		{8 << 20, 51},             // 4 MiB of headroom
+		{16 << 20, 26},            // 4 MiB: about a quarter already
+		{20 << 20, baseGCPercent}, // a quarter is more than 4 MiB
+		{1 << 30, baseGCPercent},
+	} {
+		if got := gcPercent(c.live); got != c.want {
+			t.Errorf("gcPercent(%d MiB) = %d, want %d", c.live>>20, got, c.want)
+		}
+		if p := gcPercent(c.live); c.live > 0 && p < maxGCPercent && c.live*uint64(p)/100 < minGCHeadroom {
+			t.Errorf("live %d MiB at GOGC=%d leaves less than %d MiB of headroom", c.live>>20, p, minGCHeadroom>>20)
+		}
+	}
+}
