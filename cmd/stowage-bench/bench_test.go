@@ -283,6 +283,16 @@ func (p *proc) stop(t *testing.T) {
 	}
 	p.cmd = nil
 	p.c.HTTP.CloseIdleConnections()
+	if p.peerDir != "" {
+		// A killed rclone leaves its FUSE mounts behind, dead ("transport
+		// endpoint is not connected"): its next start could not restore
+		// those volumes, nor could the root be removed.
+		base := filepath.Join(p.peerDir, "base")
+		ents, _ := os.ReadDir(base)
+		for _, e := range ents {
+			unix.Unmount(filepath.Join(base, e.Name()), unix.MNT_DETACH)
+		}
+	}
 }
 
 // restart stops stowage and times its start until Get of probe answers.
@@ -522,13 +532,14 @@ func (s *sideRun) change(t *testing.T, op string, req, resp interface{}) (time.D
 	return time.Since(start), true
 }
 
-// changes times pairs Create+Remove rounds, then pairs Mount+Unmount
-// rounds, the runs taking turns one pair at a time: a fresh volume created
-// and removed; an existing volume mounted and unmounted under a new mount
-// ID. beside, if not nil, runs before each Mount+Unmount round (the
-// fsync probe, so that it sees the same load).
-func changes(t *testing.T, r *rand.Rand, n int, runs []*sideRun, pairs int, beside func(i int)) {
+// createRemoves times pairs rounds of a fresh volume created and removed,
+// the runs taking turns one pair at a time; pause, if not 0, follows each
+// round.
+func createRemoves(t *testing.T, n int, runs []*sideRun, pairs int, pause time.Duration) {
 	for i := 0; i < pairs; i++ {
+		if i > 0 {
+			time.Sleep(pause)
+		}
 		for _, s := range runs {
 			if s.failed != nil {
 				continue
@@ -544,7 +555,17 @@ func changes(t *testing.T, r *rand.Rand, n int, runs []*sideRun, pairs int, besi
 			}
 		}
 	}
+}
+
+// mountUnmounts times pairs rounds of an existing volume mounted and
+// unmounted under a new mount ID, as createRemoves does; beside, if not
+// nil, runs before each round (the fsync probe, so that it sees the same
+// load).
+func mountUnmounts(t *testing.T, r *rand.Rand, n int, runs []*sideRun, pairs int, beside func(i int), pause time.Duration) {
 	for i := 0; i < pairs; i++ {
+		if i > 0 {
+			time.Sleep(pause)
+		}
 		if beside != nil {
 			beside(i)
 		}
@@ -617,7 +638,7 @@ func measureLevel(t *testing.T, cfg config, n int, sto, flo, peer *proc, root st
 	// collection) was still going on when stowage's next change came, and
 	// stowage's fdatasyncs waited behind it: at N=1000, where the peer took
 	// part in every round, stowage's Create+Remove read 4.5 ms with the
-	// peer in the rounds and 2.4-2.5 ms without it (quick runs,
+	// peer in the rounds and 2.3-2.7 ms with it out (quick runs,
 	// 2026-12-07).
 	pairs := cfg.samples(400)
 	probe, err := os.CreateTemp(root, "fsync-probe-")
@@ -627,35 +648,50 @@ func measureLevel(t *testing.T, cfg config, n int, sto, flo, peer *proc, root st
 	defer os.Remove(probe.Name())
 	defer probe.Close()
 	var fsyncs []time.Duration
-	changes(t, r, n, runs[:2], pairs, func(i int) { fsyncs = append(fsyncs, fsyncOnce(t, probe, i)) })
-	// The peer's changes grow with N (it rewrites its state file each
-	// time): it makes one pair for every peerEvery of the others'.
-	peerEvery := max(1, n/2500)
-	if len(runs) > 2 {
-		changes(t, r, n, runs[2:], max(pairs/peerEvery, 20), nil)
-	}
+	ours := runs[:2]
+	createRemoves(t, n, ours, pairs, 0)
+	mountUnmounts(t, r, n, ours, pairs, func(i int) { fsyncs = append(fsyncs, fsyncOnce(t, probe, i)) }, 0)
 	lvl.Fsync = dist(fsyncs)
+	// Throughput: one caller, then 64 at once.
+	seqN, concN := cfg.samples(300), cfg.samples(1280)
+	tag := fmt.Sprint(n)
+	lvl.Stowage.SeqCreates, lvl.Stowage.ConcCreates = throughput(t, sto, tag, seqN, concN)
+	lvl.Floor.SeqCreates, lvl.Floor.ConcCreates = throughput(t, flo, tag, seqN, concN)
+	if peer != nil {
+		// The peer's changes grow with N (it rewrites its state file each
+		// time): one pair for every peerEvery of the others'. Between its
+		// rounds it waits as long as the others' rounds took, as when it
+		// took turns with them. Its Mount (a FUSE mount) was seen to hang
+		// rclone whole, so its Mount+Unmount pairs come last.
+		ps := runs[2]
+		peerEvery := max(1, n/2500)
+		var cr, mu float64
+		for _, s := range ours {
+			cr, mu = cr+dist(s.cr).P50, mu+dist(s.mu).P50
+		}
+		ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
+		createRemoves(t, n, []*sideRun{ps}, max(pairs/peerEvery, 20), ms(cr))
+		if ps.failed == nil {
+			lvl.Peer = &Side{}
+			lvl.Peer.SeqCreates, lvl.Peer.ConcCreates = throughput(t, peer, tag, max(seqN/peerEvery, 20), max(concN/peerEvery, 64))
+		}
+		mountUnmounts(t, r, n, []*sideRun{ps}, max(pairs/peerEvery, 20), nil, ms(mu))
+	}
 	for i, s := range runs {
 		side := &lvl.Stowage
 		switch i {
 		case 1:
 			side = &lvl.Floor
 		case 2:
-			lvl.Peer = &Side{}
+			if lvl.Peer == nil {
+				lvl.Peer = &Side{}
+			}
 			side = lvl.Peer
 		}
 		side.Get, side.List, side.CreateRemove, side.MountUnmount = dist(s.gets), dist(s.lists), dist(s.cr), dist(s.mu)
 		if s.failed != nil {
 			side.Failed = s.failed.Error()
 		}
-	}
-	// Throughput: one caller, then 64 at once.
-	seqN, concN := cfg.samples(300), cfg.samples(1280)
-	tag := fmt.Sprint(n)
-	lvl.Stowage.SeqCreates, lvl.Stowage.ConcCreates = throughput(t, sto, tag, seqN, concN)
-	lvl.Floor.SeqCreates, lvl.Floor.ConcCreates = throughput(t, flo, tag, seqN, concN)
-	if peer != nil && runs[2].failed == nil {
-		lvl.Peer.SeqCreates, lvl.Peer.ConcCreates = throughput(t, peer, tag, max(seqN/peerEvery, 20), max(concN/peerEvery, 64))
 	}
 
 	// One Create held busy for 5 s by the slow backend; meanwhile Get other

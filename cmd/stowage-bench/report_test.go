@@ -184,7 +184,7 @@ func renderResults(r *Results) string {
 			}{"peer", *l.Peer})
 		}
 		for _, s := range sides {
-			p("| %d | %s | %s | %s | %s | %s | %.0f | %.0f | %.1f× |\n", l.N, s.name, pd(s.s.Get), pd(s.s.List), pd(s.s.CreateRemove), pd(s.s.MountUnmount), s.s.SeqCreates, s.s.ConcCreates, s.s.ConcCreates/s.s.SeqCreates)
+			p("| %d | %s | %s | %s | %s | %s | %.0f | %.0f | %s |\n", l.N, s.name, pd(s.s.Get), pd(s.s.List), pd(s.s.CreateRemove), pd(s.s.MountUnmount), s.s.SeqCreates, s.s.ConcCreates, ratio(s.s.ConcCreates, s.s.SeqCreates))
 		}
 	}
 	p("\nSamples per N and driver: Get %d, List %d–%d, Create+Remove and Mount+Unmount %d pairs.\n\n",
@@ -195,11 +195,11 @@ func renderResults(r *Results) string {
 			continue
 		}
 		pr := *l.Peer
-		p("| %d | %.2f× | %.2f× | %.2f× | %.2f× | %.2f× (faster: higher) | %.2f× (faster: higher) | %.1f s |\n", l.N, l.Stowage.Get.P50/pr.Get.P50, l.Stowage.List.P50/pr.List.P50, l.Stowage.CreateRemove.P50/pr.CreateRemove.P50, l.Stowage.MountUnmount.P50/pr.MountUnmount.P50, l.Stowage.SeqCreates/pr.SeqCreates, l.Stowage.ConcCreates/pr.ConcCreates, l.PeerReadyS)
+		p("| %d | %s | %s | %s | %s | %s (faster: higher) | %s (faster: higher) | %.1f s |\n", l.N, ratio(l.Stowage.Get.P50, pr.Get.P50), ratio(l.Stowage.List.P50, pr.List.P50), ratio(l.Stowage.CreateRemove.P50, pr.CreateRemove.P50), ratio(l.Stowage.MountUnmount.P50, pr.MountUnmount.P50), ratio(l.Stowage.SeqCreates, pr.SeqCreates), ratio(l.Stowage.ConcCreates, pr.ConcCreates), l.PeerReadyS)
 	}
 	for _, l := range r.Levels {
 		if l.Peer != nil && l.Peer.Failed != "" {
-			p("\nAt N=%d the peer failed a call (`%s`); its changes were not measured further there (missing figures are 0).\n", l.N, l.Peer.Failed)
+			p("\nAt N=%d the peer failed a call (`%s`); its changes were not measured further there (missing figures are 0, their ratios –).\n", l.N, l.Peer.Failed)
 		}
 	}
 	p("\n")
@@ -228,6 +228,14 @@ func renderResults(r *Results) string {
 	}
 	p("\n![p50 latency against N](BENCHMARKS.png)\n\n")
 	return b.String()
+}
+
+// ratio is a/b, or – where either was not measured.
+func ratio(a, b float64) string {
+	if a == 0 || b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
 }
 
 func peerMaxOf(r *Results) int {
