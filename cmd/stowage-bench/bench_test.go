@@ -730,42 +730,35 @@ loop:
 
 // journaled measures the throughput pair on a journaled ext4: a second
 // stowage whose root is an image volume of the first (ext4 as the image
-// backend formats it, loop-mounted), so nothing but stowage sets it up.
+// backend formats it, loop-mounted).
 func journaled(t *testing.T, cfg config, sto *proc) *Throughput {
-	const vol = "bench-ext4"
-	call(t, sto.c, "Create", &volume.CreateRequest{Name: vol, Options: map[string]string{"backend": "image", "size": "1G"}}, nil)
-	id := strings.Repeat("e", 64)
-	var mr volume.MountResponse
-	call(t, sto.c, "Mount", &volume.MountRequest{Name: vol, ID: id}, &mr)
-	name := daemon.RandomName("stwj")
-	j := &proc{name: name, sock: "/run/docker/plugins/" + name + ".sock", bin: cfg.bin,
-		args:    []string{"serve", "--root", mr.Mountpoint, "--socket", name, "--announce-to", ""},
-		logPath: filepath.Join(cfg.out, "stowage-ext4.log")}
-	os.Remove(j.logPath)
-	startProc(t, j)
+	j, done := nested(t, cfg, sto, "bench-ext4", map[string]string{"backend": "image", "size": "1G"}, "stowage-ext4.log")
 	at := min(10000, slices.Max(cfg.ns))
 	populate(t, j, 0, at)
 	seq, conc := throughput(t, j, "ext4", cfg.samples(300), cfg.samples(1280))
-	j.stop(t)
-	call(t, sto.c, "Unmount", &volume.UnmountRequest{Name: vol, ID: id}, nil)
-	call(t, sto.c, "Remove", &volume.RemoveRequest{Name: vol}, nil)
+	done()
 	t.Logf("journaled ext4, N=%d: %.0f creates/s by one caller, %.0f by 64", at, seq, conc)
 	return &Throughput{Seq: seq, Conc: conc, At: at}
 }
 
 // inMemory starts a second stowage whose root is a tmpfs volume of the
-// first, so nothing but stowage sets it up; done stops it and removes the
-// volume.
+// first: every fsync there returns at once.
 func inMemory(t *testing.T, cfg config, sto *proc) (p *proc, done func()) {
-	const vol = "bench-mem"
-	call(t, sto.c, "Create", &volume.CreateRequest{Name: vol, Options: map[string]string{"backend": "tmpfs", "size": "256M"}}, nil)
-	id := strings.Repeat("m", 64)
+	return nested(t, cfg, sto, "bench-mem", map[string]string{"backend": "tmpfs", "size": "256M"}, "stowage-in-memory.log")
+}
+
+// nested starts a second stowage whose root is the first's volume vol,
+// created with opts and mounted, so nothing but stowage sets it up; done
+// stops it and removes the volume.
+func nested(t *testing.T, cfg config, sto *proc, vol string, opts map[string]string, logName string) (p *proc, done func()) {
+	call(t, sto.c, "Create", &volume.CreateRequest{Name: vol, Options: opts}, nil)
+	id := strings.Repeat("e", 64)
 	var mr volume.MountResponse
 	call(t, sto.c, "Mount", &volume.MountRequest{Name: vol, ID: id}, &mr)
-	name := daemon.RandomName("stwm")
+	name := daemon.RandomName("stwn")
 	p = &proc{name: name, sock: "/run/docker/plugins/" + name + ".sock", bin: cfg.bin,
 		args:    []string{"serve", "--root", mr.Mountpoint, "--socket", name, "--announce-to", ""},
-		logPath: filepath.Join(cfg.out, "stowage-in-memory.log")}
+		logPath: filepath.Join(cfg.out, logName)}
 	os.Remove(p.logPath)
 	startProc(t, p)
 	return p, func() {
