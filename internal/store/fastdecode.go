@@ -93,36 +93,24 @@ func (p *parser) raw() ([]byte, bool) {
 	return nil, false
 }
 
-// mounts reads a non-empty mount ledger, IDs unique and ascending as
-// encoding/json writes them, each entry {"count":N,"boot":"B","since":"T"}
-// with N a plain non-negative integer and T as time.Time writes itself.
+// mounts reads a non-empty mount ledger as encoding/json writes it, each
+// entry {"count":N,"boot":"B","since":"T"} with N a plain non-negative
+// integer and T as time.Time writes itself.
 func (p *parser) mounts() (map[string]Mount, bool) {
-	if !p.lit("{") {
-		return nil, false
-	}
 	m := map[string]Mount{}
-	prev := ""
-	for {
-		var id string
+	ok := p.object(func(id []byte) bool {
 		var e Mount
-		if !p.str(&id) || !p.lit(`:{"count":`) || !p.count(&e.Count) || !p.lit(`,"boot":`) || !p.str(&e.Boot) || !p.lit(`,"since":`) {
-			return nil, false
+		if !p.lit(`{"count":`) || !p.count(&e.Count) || !p.lit(`,"boot":`) || !p.str(&e.Boot) || !p.lit(`,"since":`) {
+			return false
 		}
 		start := p.i
 		if !p.skipStr() || e.Since.UnmarshalJSON(p.b[start:p.i]) != nil || !p.lit("}") {
-			return nil, false
+			return false
 		}
-		if len(m) > 0 && id <= prev {
-			return nil, false
-		}
-		m[id], prev = e, id
-		if p.lit("}") {
-			return m, true
-		}
-		if !p.lit(",") {
-			return nil, false
-		}
-	}
+		m[string(id)] = e
+		return true
+	})
+	return m, ok
 }
 
 // count reads 0 or a positive decimal without a leading zero, of at most
@@ -140,28 +128,39 @@ func (p *parser) count(dst *int) bool {
 	return true
 }
 
-// strMap reads a non-empty object of plain strings, keys unique and in
-// the ascending order encoding/json writes them.
+// strMap reads a non-empty object of plain strings as encoding/json
+// writes a map.
 func (p *parser) strMap() (map[string]string, bool) {
-	if !p.lit("{") {
-		return nil, false
-	}
 	m := map[string]string{}
-	prev := ""
-	for {
-		var k, v string
-		if !p.str(&k) || !p.lit(":") || !p.str(&v) {
-			return nil, false
+	ok := p.object(func(k []byte) bool {
+		var v string
+		if !p.str(&v) {
+			return false
 		}
-		if len(m) > 0 && k <= prev {
-			return nil, false
+		m[string(k)] = v
+		return true
+	})
+	return m, ok
+}
+
+// object reads a non-empty object as encoding/json writes a map: plain
+// string keys, unique and ascending. value reads each key's value.
+func (p *parser) object(value func(key []byte) bool) bool {
+	if !p.lit("{") {
+		return false
+	}
+	var prev []byte
+	for n := 0; ; n++ {
+		k, ok := p.raw()
+		if !ok || !p.lit(":") || (n > 0 && bytes.Compare(k, prev) <= 0) || !value(k) {
+			return false
 		}
-		m[k], prev = v, k
+		prev = k
 		if p.lit("}") {
-			return m, true
+			return true
 		}
 		if !p.lit(",") {
-			return nil, false
+			return false
 		}
 	}
 }

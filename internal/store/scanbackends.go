@@ -1,9 +1,6 @@
 package store
 
-import (
-	"bytes"
-	"time"
-)
+import "time"
 
 // ScanBackends is Scan of only the records whose backend is in ids (ids
 // is only read). A record's backend is read from its bytes without
@@ -75,24 +72,5 @@ func (p *parser) skipStr() bool {
 
 // skipStrMap is strMap without the map.
 func (p *parser) skipStrMap() bool {
-	if !p.lit("{") {
-		return false
-	}
-	var prev []byte
-	for n := 0; ; n++ {
-		k, ok := p.raw()
-		if !ok || !p.lit(":") || !p.skipStr() {
-			return false
-		}
-		if n > 0 && bytes.Compare(k, prev) <= 0 {
-			return false
-		}
-		prev = k
-		if p.lit("}") {
-			return true
-		}
-		if !p.lit(",") {
-			return false
-		}
-	}
+	return p.object(func([]byte) bool { return p.skipStr() })
 }
