@@ -283,6 +283,12 @@ func (p *proc) stop(t *testing.T) {
 	}
 	p.cmd = nil
 	p.c.HTTP.CloseIdleConnections()
+	// rclone leaves its socket behind, and so does anything killed: every
+	// engine on the machine that lists volume drivers would then wait out
+	// its retries on it (it made later e2e runs minutes slower).
+	if err := os.Remove(p.sock); err != nil && !os.IsNotExist(err) {
+		t.Errorf("removing %s: %v", p.sock, err)
+	}
 	if p.peerDir != "" {
 		// A killed rclone leaves its FUSE mounts behind, dead ("transport
 		// endpoint is not connected"): its next start could not restore
