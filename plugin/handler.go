@@ -255,7 +255,9 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, op string, newRe
 	res, cerr := call(req)
 	// Drained after the call: reaching the body's end starts net/http's
 	// background read of the connection, a goroutine that would otherwise
-	// be scheduled while the call waits on the disk.
+	// be scheduled while the call waits on the disk. (json.Decoder stops at
+	// the value's end; a plain read, which takes the whole body, has
+	// reached it already.)
 	io.Copy(io.Discard, body)
 	if cerr != nil {
 		err = cerr
