@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"runtime/debug"
+	"testing"
+)
 
 func TestGCPercentKeepsAQuarterOrTheMinimumHeadroom(t *testing.T) {
 	for _, c := range []struct {
@@ -20,5 +23,17 @@ func TestGCPercentKeepsAQuarterOrTheMinimumHeadroom(t *testing.T) {
 		if p := gcPercent(c.live); c.live > 0 && p < maxGCPercent && c.live*uint64(p)/100 < minGCHeadroom {
 			t.Errorf("live %d MiB at GOGC=%d leaves less than %d MiB of headroom", c.live>>20, p, minGCHeadroom>>20)
 		}
+	}
+}
+
+// keepGCHeadroom sets GOGC from the live heap before its first tick.
+func TestKeepGCHeadroomSetsGOGCAtOnce(t *testing.T) {
+	old := debug.SetGCPercent(7)
+	defer debug.SetGCPercent(old)
+	stop := make(chan struct{})
+	close(stop) // one pass, then it returns
+	keepGCHeadroom(stop)
+	if got := debug.SetGCPercent(old); got < baseGCPercent || got > maxGCPercent {
+		t.Fatalf("GOGC after keepGCHeadroom = %d, want %d..%d", got, baseGCPercent, maxGCPercent)
 	}
 }
