@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -201,5 +202,59 @@ func TestProtocolRefusals(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 405 || res.Header.Get("Allow") != "POST" {
 		t.Errorf("GET: %d Allow=%q", res.StatusCode, res.Header.Get("Allow"))
+	}
+}
+
+// blockingWriter holds every write until release is closed.
+type blockingWriter struct {
+	writing chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (b *blockingWriter) Write(p []byte) (int, error) {
+	b.once.Do(func() { close(b.writing) })
+	<-b.release
+	return len(p), nil
+}
+
+// The client has its answer, with its length, before the request's log line
+// is written: a slow log costs the daemon, not the caller.
+func TestAnswerGoesOutBeforeTheLogLine(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "p.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &blockingWriter{writing: make(chan struct{}), release: make(chan struct{})}
+	log := logrus.New()
+	log.SetOutput(out)
+	srv := NewServer(NewHandler(newRealDriver(t, t.TempDir()), HandlerOptions{Log: log}), log)
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Shutdown(5 * time.Second) })
+	// Before the shutdown (cleanups run last first): a failing run must not
+	// leave the handler blocked in its log line.
+	t.Cleanup(func() { close(out.release) })
+	c := newDockerdClient(t, sock)
+
+	answered := make(chan int)
+	var hdr http.Header
+	go func() {
+		st, _, h := c.post("/VolumeDriver.Create", `{"Name":"logged","Opts":null}`)
+		hdr = h
+		answered <- st
+	}()
+	select {
+	case <-out.writing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Create's log line was never written")
+	}
+	select {
+	case st := <-answered:
+		if st != http.StatusOK || hdr.Get("Content-Length") == "" {
+			t.Fatalf("Create answered %d with headers %v", st, hdr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the answer waited for the log line")
 	}
 }
