@@ -59,7 +59,7 @@ func New(l Lister) *Metrics {
 		}, []string{"op"}),
 		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "stowage_state_commit_duration_seconds",
-			Help:    "Durable state commit latency (one fsync'd bbolt transaction, possibly grouping several writers).",
+			Help:    "Durable state commit latency: one append to the state journal made durable with fdatasync, possibly grouping several writers (checkpoints into the state file are not counted).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 		}),
 	}
