@@ -171,6 +171,13 @@ type DockerCmp struct {
 	InMemory Dist `json:"stowage_root_in_memory"`
 }
 
+// MemPairs is Mount+Unmount pairs of the stowage whose root is in memory
+// and of the floor, measured taking turns.
+type MemPairs struct {
+	Stowage Dist `json:"stowage"`
+	Floor   Dist `json:"floor"`
+}
+
 // Results is one run.
 type Results struct {
 	Started  time.Time         `json:"started"`
@@ -185,6 +192,10 @@ type Results struct {
 	DockerN  int               `json:"docker_at_n"`
 	Fsync    Dist              `json:"fdatasync_4k"`
 	PeerName string            `json:"peer_name"`
+	// MemMount: Mount+Unmount pairs of the in-memory stowage (see
+	// DockerCmp.InMemory) and the floor, taking turns, at MemMountN volumes.
+	MemMount  MemPairs `json:"mount_unmount_root_in_memory"`
+	MemMountN int      `json:"mount_unmount_root_in_memory_at_n"`
 	// Journaled: the throughput pair on a journaled ext4 (this VM's root
 	// has none; a Docker host's /var/lib/docker usually has one).
 	Journaled *Throughput `json:"journaled_ext4,omitempty"`
@@ -990,6 +1001,14 @@ func TestBench(t *testing.T) {
 			// Docker API comparison at the smallest N: dockerd's own cost
 			// does not depend on how many volumes the plugin holds.
 			mem, done := inMemory(t, cfg, sto)
+			// Mount+Unmount without the device: the pair's time that is
+			// stowage's own work, which its target (floor + 2 fdatasyncs)
+			// leaves no room for.
+			memN := min(n, 1000)
+			populate(t, mem, 0, memN)
+			memRuns := []*sideRun{{p: mem, c: mem.c}, {p: flo, c: flo.c}}
+			mountUnmounts(t, rand.New(rand.NewSource(1)), memN, memRuns, cfg.samples(400), nil, 0)
+			res.MemMount, res.MemMountN = MemPairs{Stowage: dist(memRuns[0].mu), Floor: dist(memRuns[1].mu)}, memN
 			e := engine.Start(t, engine.Options{Name: "bench"})
 			unix.Sync()
 			ds := dockerPairs(t, cfg, e, []string{"local", floName, stoName, mem.name})
