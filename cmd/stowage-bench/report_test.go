@@ -112,6 +112,15 @@ func targets(r *Results) []Target {
 		}
 	}
 	add("64 concurrent durable Creates / one at a time (worst N), on this machine's root (ext4, no journal)", worst >= 6, fmt.Sprintf("%.1f× (N=%d)", worst, worstN), "≥ 6×")
+	floorWorst, floorN := 1e9, 0
+	for _, l := range r.Levels {
+		if s := l.Floor.ConcCreates / l.Floor.SeqCreates; s < floorWorst {
+			floorWorst, floorN = s, l.N
+		}
+	}
+	ts = append(ts, Target{What: "the same for the floor, a driver that keeps a map and does no I/O (worst N)",
+		Measured: fmt.Sprintf("%.1f× (N=%d): the client and the plugins share this machine's %s cores", floorWorst, floorN, r.Machine["nproc"]),
+		Limit:    "none", Reference: true})
 	if j := r.Journaled; j != nil {
 		add(fmt.Sprintf("the same on a journaled ext4 (an image volume of stowage's, N=%d)", j.At), j.Conc/j.Seq >= 6, fmt.Sprintf("%.1f× (%.0f / %.0f creates/s)", j.Conc/j.Seq, j.Conc, j.Seq), "≥ 6×")
 	}
